@@ -1,0 +1,39 @@
+"""livebridge: routes web-form, Slack and email conversations into EngageLab Livedesk.
+
+The public API for plugin authors is what this module exports.
+"""
+
+from livebridge.exceptions import (
+    ConfigError,
+    LivebridgeError,
+    Overloaded,
+    Permanent,
+    ReplyNotSupported,
+    Retryable,
+    StoreUnavailable,
+)
+from livebridge.hookspecs import hookimpl
+from livebridge.model import Attachment, InboundMessage, OutboundReply, Sender
+from livebridge.source import AcceptResult, Bridge, PluginState, Source, SourceSettings, read_body
+
+__all__ = [
+    "AcceptResult",
+    "Attachment",
+    "Bridge",
+    "ConfigError",
+    "InboundMessage",
+    "LivebridgeError",
+    "OutboundReply",
+    "Overloaded",
+    "Permanent",
+    "PluginState",
+    "ReplyNotSupported",
+    "Retryable",
+    "Sender",
+    "Source",
+    "SourceSettings",
+    "StoreUnavailable",
+    "hookimpl",
+    "read_body",
+]
+__version__ = "0.1.0"

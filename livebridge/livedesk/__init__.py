@@ -1,0 +1,1 @@
+"""Livedesk API channel: client, sink and the embedded emulator."""

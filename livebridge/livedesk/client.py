@@ -1,0 +1,172 @@
+"""The Livedesk API channel client: the three documented calls and contact search."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import time
+from typing import Any
+
+import aiohttp
+
+from livebridge.metrics import Metrics
+
+__all__ = ["LivedeskClient", "LivedeskError", "TokenBucket", "parse_retry_after"]
+
+_RETRYABLE_STATUS = {408, 429}
+_BODY_KEPT = 2000
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class LivedeskError(Exception):
+    """A failed Livedesk call, classified as retryable or permanent, with the response."""
+
+    def __init__(
+        self, endpoint: str, status: int | None, body: str, *, retry_after: float | None = None
+    ) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.body = body[:_BODY_KEPT]
+        self.retry_after = retry_after
+        what = f"HTTP {status}" if status is not None else "transport error"
+        super().__init__(f"Livedesk {endpoint}: {what}: {self.body}")
+
+    @property
+    def retryable(self) -> bool:
+        """Transport errors, timeouts, 408, 429 and 5xx are worth retrying; other 4xx not."""
+        return self.status is None or self.status in _RETRYABLE_STATUS or self.status >= 500
+
+
+class TokenBucket:
+    """An async token bucket: at most ``rate`` acquisitions a second, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait for a token (returns at once when the rate is 0, meaning unlimited)."""
+        if self.rate <= 0:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+
+
+class LivedeskClient:
+    """Calls the Livedesk API channel over one shared ``aiohttp.ClientSession``."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str,
+        api_secret: str,
+        *,
+        timeout: float = 10.0,
+        metrics: Metrics | None = None,
+        limiter: TokenBucket | None = None,
+    ) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        token = base64.b64encode(f"{api_key}:{api_secret}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._metrics = metrics
+        self._limiter = limiter
+
+    async def create_contact(self, inbox_id: int, **fields: Any) -> dict[str, Any]:
+        """``POST /contacts``; returns the contact (``payload.contact``)."""
+        body = {"inbox_id": inbox_id, **{k: v for k, v in fields.items() if v not in (None, {})}}
+        data = await self._call("create_contact", "POST", "/api/v2/accounts/contacts", body)
+        contact: dict[str, Any] = data["payload"]["contact"]
+        return contact
+
+    async def search_contacts(self, query: str) -> list[dict[str, Any]]:
+        """``GET /contacts?q=``; the first page of matches."""
+        data = await self._call(
+            "search_contacts", "GET", "/api/v2/accounts/contacts", params={"q": query}
+        )
+        payload: list[dict[str, Any]] = data.get("payload") or []
+        return payload
+
+    async def create_conversation(
+        self, inbox_id: int, contact_id: int, *, custom_attributes: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``POST /conversations`` for ``contact_id``; returns the conversation."""
+        body: dict[str, Any] = {"inbox_id": inbox_id, "contact_id": contact_id}
+        if custom_attributes:
+            body["custom_attributes"] = custom_attributes
+        conversation: dict[str, Any] = await self._call(
+            "create_conversation", "POST", "/api/v2/accounts/conversations", body
+        )
+        return conversation
+
+    async def create_message(
+        self, conversation_id: int, content: str, *, in_reply_to: int | None = None
+    ) -> dict[str, Any]:
+        """``POST /conversations/{id}/messages`` as the customer (``message_type: incoming``)."""
+        body: dict[str, Any] = {"content": content, "private": False, "message_type": "incoming"}
+        if in_reply_to is not None:
+            body["content_attributes"] = {"in_reply_to": in_reply_to}
+        message: dict[str, Any] = await self._call(
+            "create_message", "POST",
+            f"/api/v2/accounts/conversations/{conversation_id}/messages", body,
+        )
+        return message
+
+    async def _call(
+        self, endpoint: str, method: str, path: str, body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        started = time.monotonic()
+        status: str = "error"
+        try:
+            async with self._session.request(
+                method, self.base_url + path, json=body, params=params, headers=self._headers,
+                timeout=self._timeout,
+            ) as resp:
+                status = str(resp.status)
+                text = await resp.text(errors="replace")
+                if resp.status >= 300:
+                    raise LivedeskError(
+                        endpoint, resp.status, text,
+                        retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                    )
+                try:
+                    return await resp.json(content_type=None)
+                except ValueError as exc:
+                    raise LivedeskError(endpoint, resp.status, f"not JSON: {text}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise LivedeskError(endpoint, None, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if self._metrics is not None:
+                self._metrics.livedesk_calls.labels(endpoint=endpoint, status=status).inc()
+                self._metrics.livedesk_seconds.labels(endpoint=endpoint).observe(
+                    time.monotonic() - started
+                )

@@ -1,0 +1,172 @@
+"""What a source plugin implements (``Source``) and what it is given (``Bridge``)."""
+
+from __future__ import annotations
+
+import enum
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from livebridge.model import InboundMessage, OutboundReply
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from livebridge.metrics import Metrics
+    from livebridge.store import Store
+
+__all__ = ["AcceptResult", "Bridge", "PluginState", "Source", "SourceSettings", "read_body"]
+
+
+class SourceSettings(BaseModel):
+    """Settings every source entry has; a source type subclasses this with its own keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    name: str = ""
+    enabled: bool = True
+    path: str | None = Field(default=None, description="URL path the source is mounted at")
+
+
+class AcceptResult(enum.Enum):
+    """What happened to a message offered to the bridge."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    DROPPED = "dropped"
+
+
+class PluginState:
+    """A source's own small key-value records, kept in the bridge's store (survive restarts)."""
+
+    def __init__(self, store: Store, namespace: str) -> None:
+        self._store = store
+        self._ns = f"plugin:{namespace}"
+
+    async def get(self, key: str) -> str | None:
+        """The value stored under ``key``, or ``None``."""
+        return await self._store.kv_get(self._ns, key)
+
+    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``, forgotten after ``ttl`` seconds if given."""
+        await self._store.kv_set(self._ns, key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key``."""
+        await self._store.kv_delete(self._ns, key)
+
+
+class Bridge(ABC):
+    """The daemon as a source sees it: accept messages, keep state, log and count."""
+
+    #: True when Livedesk is the built-in emulator, not the real service.
+    emulated: bool
+    #: The daemon's shared outbound HTTP session (for provider APIs).
+    http: aiohttp.ClientSession
+    metrics: Metrics
+
+    @abstractmethod
+    async def accept(self, message: InboundMessage, source: Source) -> AcceptResult:
+        """Run the message hooks, then store ``message`` durably (deduplicated).
+
+        Returns only once the message is committed; answer the provider 2xx after this.
+        Raises ``Overloaded`` or ``StoreUnavailable``: answer 503 so the provider retries.
+        """
+
+    @abstractmethod
+    async def seen(self, source: Source, event_id: str) -> bool:
+        """Whether ``event_id`` of ``source`` was already accepted (within the dedupe window)."""
+
+    @abstractmethod
+    async def conversation_of(self, source: Source, thread_key: str) -> int | None:
+        """The Livedesk conversation id of a thread, once a message of it was delivered."""
+
+    @abstractmethod
+    async def livedesk_message_of(self, source: Source, message_ref: str) -> int | None:
+        """The Livedesk message id of a delivered message, by its ``message_ref``."""
+
+    @abstractmethod
+    def state(self, source: Source) -> PluginState:
+        """The source's own key-value records."""
+
+
+class Source(ABC):
+    """A kind of place customers write from. Subclass it, then return the class from the
+    ``livebridge_source_types`` hook.
+
+    The daemon makes one instance per entry in ``sources:`` with validated ``Settings``,
+    mounts ``routes()``, awaits ``start()`` and, on shutdown, ``stop()``.
+    """
+
+    #: The ``type:`` that selects this source in ``bridge.yaml``.
+    type_name: ClassVar[str]
+    #: The pydantic model of this source's settings (unknown keys are rejected).
+    Settings: ClassVar[type[SourceSettings]] = SourceSettings
+
+    def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
+        self.settings = settings
+        self.bridge = bridge
+        self.name = settings.name or self.type_name
+        self.log = structlog.get_logger("livebridge.source").bind(source=self.name)
+
+    def routes(self) -> list[web.RouteDef]:
+        """HTTP routes to mount on the daemon's server (none by default)."""
+        return []
+
+    async def start(self) -> None:
+        """Start background work, such as a Socket Mode connection (nothing by default)."""
+
+    async def stop(self) -> None:
+        """Stop what ``start`` started."""
+
+    async def send_reply(self, reply: OutboundReply) -> None:
+        """Send an agent's reply back to the customer. Raise ``ReplyNotSupported`` if the
+        source cannot; raise ``livebridge.Retryable`` for trouble worth retrying."""
+        from livebridge.exceptions import ReplyNotSupported
+
+        raise ReplyNotSupported(f"source {self.name!r} ({self.type_name}) cannot send replies")
+
+    def describe(self) -> Mapping[str, Any]:
+        """A short summary for ``livebridge plugins`` and the start-up log."""
+        return {"name": self.name, "type": self.type_name, "path": self.settings.path}
+
+    def reject(
+        self,
+        request: web.Request,
+        status: int,
+        reason: str,
+        *,
+        detail: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        """Log why a request is refused, count it, and answer ``status`` with a JSON body."""
+        self.log.warning(
+            "request rejected", status=status, reason=reason, path=request.path,
+            remote=request.remote, **(detail or {}),
+        )
+        self.bridge.metrics.rejected.labels(source=self.name, reason=reason).inc()
+        body = {"error": reason, **(detail or {})}
+        return web.Response(
+            status=status, text=json.dumps(body), content_type="application/json",
+            headers=headers,
+        )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the raw request body, refusing (413) more than ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)

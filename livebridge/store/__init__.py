@@ -1,0 +1,23 @@
+"""Stores: where the outbox, dedupe records, identity maps and dead letters live."""
+
+from __future__ import annotations
+
+from livebridge.config import StoreConfig
+from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store
+
+__all__ = ["DeadLetter", "OutboxItem", "OutboxStats", "Store", "create_store"]
+
+
+def create_store(config: StoreConfig, *, exclusive: bool = True) -> Store:
+    """The store selected by ``config.url`` (not yet opened).
+
+    ``exclusive=False`` opens an SQLite store beside the daemon that owns it (for the CLI).
+    """
+    if config.url.startswith("sqlite:///"):
+        from livebridge.store.sqlite import SQLiteStore
+
+        return SQLiteStore(config.url.removeprefix("sqlite:///"),
+                           synchronous=config.sqlite_synchronous, exclusive=exclusive)
+    from livebridge.store.redis import RedisStore
+
+    return RedisStore(config.url)

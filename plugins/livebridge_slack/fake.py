@@ -1,0 +1,266 @@
+"""A local fake of Slack's Web API and Socket Mode, served over real HTTP and WebSocket.
+
+Run ``FakeSlack().app()`` with any aiohttp server and point slack_sdk at it::
+
+    web = AsyncWebClient(token="xoxb-test", base_url=str(server.make_url("/api/")))
+    socket = SocketModeClient(app_token="xapp-test", web_client=web)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+APP_ID = "A0PNCHHK2"
+
+Params = dict[str, Any]
+Handler = Callable[[web.Request, Params], web.Response]
+
+
+def _ok(**fields: Any) -> web.Response:
+    return web.json_response({"ok": True, **fields})
+
+
+def _error(error: str, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
+
+
+class FakeSlack:
+    """A local Slack Web API + Socket Mode server for tests."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test",  # noqa: S107 - fake credentials
+        app_token: str = "xapp-test",  # noqa: S107
+        team_id: str = "T123ABC456",
+        bot_user_id: str = "UBOT0001",
+        bot_id: str = "BBOT0001",
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.users: dict[str, dict[str, Any]] = {}
+        self.posted: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, Params]] = []
+        self.fail_users_info = False
+        self.socket_connections = 0
+        self._last_ts_us = 0
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_ready = asyncio.Event()
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # method -> (token it requires, handler)
+        self._methods: dict[str, tuple[str, Handler]] = {
+            "auth.test": (bot_token, self._auth_test),
+            "users.info": (bot_token, self._users_info),
+            "chat.postMessage": (bot_token, self._chat_post_message),
+            "apps.connections.open": (app_token, self._apps_connections_open),
+        }
+
+    def add_user(
+        self,
+        user_id: str,
+        name: str,
+        *,
+        email: str | None = None,
+        display_name: str = "",
+        real_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Register a user for users.info; ``email`` is omitted from the profile when None."""
+        real = real_name if real_name is not None else name
+        profile: dict[str, Any] = {
+            "display_name": display_name,
+            "real_name": real,
+            "image_192": f"https://avatars.slack-edge.test/{user_id}_192.png",
+        }
+        if email is not None:
+            profile["email"] = email
+        user = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "real_name": real,
+            "deleted": False,
+            "is_bot": False,
+            "profile": profile,
+        }
+        self.users[user_id] = user
+        return user
+
+    def app(self) -> web.Application:
+        """Build the aiohttp application serving ``/api/{method}`` and ``/socket-mode``."""
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/socket-mode", self._socket_mode)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    # Web API
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: Params = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                params.update(await request.json())
+            else:
+                params.update(
+                    (k, v) for k, v in (await request.post()).items() if isinstance(v, str)
+                )
+        auth = request.headers.get("Authorization", "")
+        token = params.pop("token", None)
+        if auth.startswith("Bearer "):
+            token = auth.removeprefix("Bearer ")
+        self.calls.append((method, params))
+        if method not in self._methods:
+            return _error("unknown_method")
+        required, handler = self._methods[method]
+        if not token:
+            return _error("not_authed")
+        if token in (self.bot_token, self.app_token) and token != required:
+            return _error("not_allowed_token_type")
+        if token != required:
+            return _error("invalid_auth")
+        return handler(request, params)
+
+    def _auth_test(self, request: web.Request, params: Params) -> web.Response:
+        return _ok(
+            url="https://test.slack.com/",
+            team="Test",
+            user="livebridge",
+            team_id=self.team_id,
+            user_id=self.bot_user_id,
+            bot_id=self.bot_id,
+            is_enterprise_install=False,
+        )
+
+    def _users_info(self, request: web.Request, params: Params) -> web.Response:
+        if self.fail_users_info:
+            return _error("ratelimited", status=429, headers={"Retry-After": "1"})
+        user = self.users.get(params.get("user", ""))
+        return _ok(user=user) if user is not None else _error("user_not_found")
+
+    def _chat_post_message(self, request: web.Request, params: Params) -> web.Response:
+        channel = params.get("channel")
+        if not channel:
+            return _error("channel_not_found")
+        if not any(params.get(k) for k in ("text", "blocks", "attachments")):
+            return _error("no_text")
+        ts = self._next_ts()
+        message: dict[str, Any] = {
+            "type": "message",
+            "text": params.get("text", ""),
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "ts": ts,
+        }
+        if params.get("thread_ts"):
+            message["thread_ts"] = params["thread_ts"]
+        self.posted.append({**params, "ts": ts})
+        return _ok(channel=channel, ts=ts, message=message)
+
+    def _apps_connections_open(self, request: web.Request, params: Params) -> web.Response:
+        return _ok(url=f"ws://{request.host}/socket-mode")
+
+    def _next_ts(self) -> str:
+        """A unique, strictly increasing Slack timestamp ("seconds.micro")."""
+        self._last_ts_us = max(time.time_ns() // 1000, self._last_ts_us + 1)
+        seconds, micro = divmod(self._last_ts_us, 1_000_000)
+        return f"{seconds}.{micro:06d}"
+
+    # Socket Mode
+
+    async def _socket_mode(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()  # autoping answers the client's pings
+        await ws.prepare(request)
+        self.socket_connections += 1
+        self._sockets.append(ws)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self._sockets),
+                "debug_info": {
+                    "host": "applink-fake",
+                    "build_number": 1,
+                    "approximate_connection_time": 18060,
+                },
+                "connection_info": {"app_id": APP_ID},
+            }
+        )
+        self._socket_ready.set()
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    self._receive_ack(msg.data)
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+            if not self._sockets:
+                self._socket_ready.clear()
+        return ws
+
+    def _receive_ack(self, data: str) -> None:
+        try:
+            ack = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(ack, dict):
+            return
+        future = self._acks.get(str(ack.get("envelope_id")))
+        if future is not None and not future.done():
+            future.set_result(ack)
+
+    async def wait_for_socket_client(self, timeout: float = 10) -> None:  # noqa: ASYNC109
+        """Wait until a Socket Mode client is connected and has been sent "hello"."""
+        async with asyncio.timeout(timeout):
+            await self._socket_ready.wait()
+
+    async def send_events_api(
+        self,
+        payload: dict[str, Any],
+        *,
+        retry_attempt: int = 0,
+        envelope_id: str | None = None,
+        timeout: float = 10,  # noqa: ASYNC109 - part of the test API
+    ) -> dict[str, Any]:
+        """Push an events_api envelope to the newest client and return its ack.
+
+        Waits (within ``timeout`` overall) for a connected client and then for the ack;
+        raises TimeoutError if either does not come.
+        """
+        envelope_id = envelope_id or str(uuid.uuid4())
+        envelope = {
+            "type": "events_api",
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "accepts_response_payload": False,
+            "retry_attempt": retry_attempt,
+            "retry_reason": "timeout" if retry_attempt else "",
+        }
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._acks[envelope_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await self._socket_ready.wait()
+                await self._sockets[-1].send_json(envelope)
+                return await future
+        finally:
+            self._acks.pop(envelope_id, None)
+
+    async def drop_socket_clients(self) -> None:
+        """Close every Socket Mode connection from the server side, as Slack does on refresh."""
+        sockets, self._sockets = self._sockets, []
+        self._socket_ready.clear()
+        for ws in sockets:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"refresh_requested")
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self.drop_socket_clients()
