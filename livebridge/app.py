@@ -21,6 +21,7 @@ from livebridge.livedesk.client import LivedeskClient, TokenBucket
 from livebridge.livedesk.emulator import Emulator
 from livebridge.livedesk.sink import LivedeskSink
 from livebridge.livedesk.webhook import ReplyRouter
+from livebridge.mailer import Mailer
 from livebridge.metrics import Metrics
 from livebridge.model import InboundMessage, OutboundReply
 from livebridge.plugins import call_chain, call_each
@@ -76,6 +77,7 @@ class Daemon(Bridge):
         self.sink: LivedeskSink | None = None
         self.dispatcher: Dispatcher | None = None
         self.replies = ReplyRouter(self)
+        self.mailer = Mailer(config.smtp) if config.smtp is not None else None
         self.started_at = time.time()
 
     # --- Bridge (what sources use) --------------------------------------------------------

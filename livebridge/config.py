@@ -48,6 +48,11 @@ def _empty_to_none(value: Any) -> Any:
     return None if value == "" else value
 
 
+def _no_host_no_smtp(value: Any) -> Any:
+    """``smtp:`` with an empty host (``${SMTP_HOST:-}`` unset) means no SMTP."""
+    return None if isinstance(value, dict) and not value.get("host") else value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Optional = BeforeValidator(_empty_to_none)
 
@@ -126,6 +131,18 @@ class DeliveryConfig(_Section):
     shutdown_timeout: Duration = 10.0
 
 
+class SMTPConfig(_Section):
+    """Outgoing mail for agent replies to email and web-form customers."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    user: Annotated[str | None, Optional] = None
+    password: Annotated[SecretStr | None, Optional] = None
+    sender: str = Field(description="the From address, e.g. support@example.com")
+    tls: Literal["none", "starttls", "tls"] = "starttls"
+    timeout: Duration = 30.0
+
+
 class LoggingConfig(_Section):
     """Log level and format (``auto``: human on a terminal, JSON otherwise)."""
 
@@ -141,6 +158,7 @@ class Config(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    smtp: Annotated[SMTPConfig | None, BeforeValidator(_no_host_no_smtp)] = None
     sources: list[Any] = Field(default_factory=list)
     #: Where the config came from (set by ``load_config``).
     path: str = Field(default="<memory>", exclude=True)

@@ -17,6 +17,7 @@ from livebridge.model import InboundMessage, OutboundReply
 if TYPE_CHECKING:
     import aiohttp
 
+    from livebridge.mailer import Mailer
     from livebridge.metrics import Metrics
     from livebridge.store import Store
 
@@ -70,6 +71,8 @@ class Bridge(ABC):
     #: The daemon's shared outbound HTTP session (for provider APIs).
     http: aiohttp.ClientSession
     metrics: Metrics
+    #: Sends mail when the ``smtp:`` section is configured, else None.
+    mailer: Mailer | None
 
     @abstractmethod
     async def accept(self, message: InboundMessage, source: Source) -> AcceptResult:

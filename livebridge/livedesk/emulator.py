@@ -626,8 +626,8 @@ class Emulator:
         incoming: bool,
         private: bool,
         content_attributes: JSON,
-    ) -> tuple[JSON, JSON]:
-        """Store a message and update its conversation; returns (message, webhook event)."""
+    ) -> JSON:
+        """Store a message, update its conversation and return the message."""
         now = time.time()
         contact = self.state.contacts[conversation["account_info"]["contact_id"]]
         sender = {**_sender_view(contact), "type": "contact"} if incoming else dict(AGENT)
@@ -651,7 +651,6 @@ class Emulator:
             conversation["snoozed_until"] = None
         if not incoming and not private and not conversation["first_reply_created_at"]:
             conversation["first_reply_created_at"] = int(now)
-        message_type = "incoming" if incoming else "outgoing"
         conversation.update(
             updated_at=now,
             timestamp=int(now),
@@ -663,16 +662,22 @@ class Emulator:
                 "created_at": int(now),
             },
         )
-        event: JSON = {
+        return message
+
+    def _event(self, conversation: JSON, message: JSON) -> JSON:
+        """The Chatwoot ``message_created`` webhook event of a new message."""
+        contact = self.state.contacts[conversation["account_info"]["contact_id"]]
+        sender = message["sender"]
+        return {
             "event": "message_created",
             "id": message["id"],
-            "content": content,
-            "created_at": _iso(now),
-            "message_type": message_type,
+            "content": message["content"],
+            "created_at": _iso(message["created_at"]),
+            "message_type": "incoming" if message["message_type"] == 0 else "outgoing",
             "content_type": "text",
-            "content_attributes": content_attributes,
+            "content_attributes": message["content_attributes"],
             "source_id": None,
-            "private": private,
+            "private": message["private"],
             "attachments": [],
             "sender": {
                 "id": sender["id"],
@@ -691,7 +696,6 @@ class Emulator:
             "account": {"id": ACCOUNT_ID, "name": ACCOUNT_NAME},
             "inbox": {"id": self.inbox_id, "name": INBOX_NAME},
         }
-        return message, event
 
     async def agent_reply(self, conversation_id: int, content: str, private: bool = False) -> JSON:
         """Post an agent's outgoing message and its webhook; returns the message.
@@ -700,7 +704,7 @@ class Emulator:
         Returns once the webhook POST has been attempted.
         """
         conversation = self._conversation(conversation_id)
-        message, event = self._post_message(
+        message = self._post_message(
             conversation,
             _content(content),
             incoming=False,
@@ -708,13 +712,12 @@ class Emulator:
             content_attributes={},
         )
         if self.webhook_url is not None:
-            await self._send_webhook(self.webhook_url, event)
+            await self._send_webhook(self.webhook_url, self._event(conversation, message))
         return message
 
-    def _schedule_webhook(self, event: JSON) -> None:
-        if self.webhook_url is None:
-            return
-        task = asyncio.create_task(self._send_webhook(self.webhook_url, event))
+    def _schedule_webhook(self, url: str, event: JSON) -> None:
+        """Send the webhook in the background; cleanup awaits it."""
+        task = asyncio.create_task(self._send_webhook(url, event))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -838,14 +841,15 @@ class Emulator:
         now = time.time()
         if self.state.recent_message_count(conversation["id"], now) >= MESSAGE_LIMIT:
             raise EmulatorError(422, {"message": "Too many messages"})
-        message, event = self._post_message(
+        message = self._post_message(
             conversation,
             content,
             incoming=_MESSAGE_TYPES[message_type],
             private=private,
             content_attributes=content_attributes,
         )
-        self._schedule_webhook(event)
+        if self.webhook_url is not None:
+            self._schedule_webhook(self.webhook_url, self._event(conversation, message))
         return web.json_response(message)
 
     async def _list_messages(self, request: web.Request) -> web.Response:
