@@ -34,13 +34,14 @@ Predicate = Callable[[], bool | Awaitable[bool]]
 def build_config(raw: Mapping[str, Any], tmp_path: Path, plugins: Iterable[object] = (),
                  env: Mapping[str, str] | None = None) -> Config:
     """A validated config from ``raw``, with test defaults: a temporary SQLite store,
-    the emulator, and fast retries."""
+    the emulator, fast retries, and ``Retry-After`` capped at 1 s."""
     data: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
     data.setdefault("store", {}).setdefault("url", f"sqlite:///{tmp_path / 'bridge.db'}")
     data.setdefault("logging", {}).setdefault("format", "console")
     delivery = data.setdefault("delivery", {})
     delivery.setdefault("initial_backoff", 0.01)
     delivery.setdefault("max_backoff", 0.2)
+    delivery.setdefault("retry_after_cap", 1.0)
     delivery.setdefault("rate_limit", 0)
     pm = get_plugin_manager(plugins)
     return parse_config(data, collect_source_types(pm), env=env or {}, where="<test config>")

@@ -1,4 +1,4 @@
-"""The plugin API end to end: a source type written here, loaded and used without the core
+"""The plugin API end to end: a source type written in the tests (conftest.py), loaded and used without the core
 knowing about it; message hooks that drop, change and enrich; hook validation."""
 
 from __future__ import annotations
@@ -10,44 +10,11 @@ from typing import Any
 
 import pluggy
 import pytest
-from aiohttp import web
 
-from livebridge import AcceptResult, InboundMessage, Sender, Source, SourceSettings, hookimpl
+from livebridge import AcceptResult, InboundMessage, hookimpl
 from livebridge import hookspecs as hookspecs_module
 from livebridge.exceptions import PluginError
 from livebridge.plugins import get_plugin_manager
-
-
-class EchoSettings(SourceSettings):
-    path: str | None = "/echo"
-    greeting: str = "hi"
-
-
-class EchoSource(Source):
-    """A tiny source: POST /echo with JSON {id, user, thread, text}."""
-
-    type_name = "echo"
-    Settings = EchoSettings
-
-    def routes(self) -> list[web.RouteDef]:
-        return [web.post(self.settings.path or "/echo", self.handle)]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        data = await request.json()
-        assert isinstance(self.settings, EchoSettings)
-        message = InboundMessage(
-            source=self.name, event_id=data["id"], thread_key=data["thread"],
-            sender=Sender(external_id=data["user"], name=data["user"]),
-            text=f"{self.settings.greeting}: {data['text']}",
-        )
-        result = await self.bridge.accept(message, self)
-        return web.json_response({"result": result.value})
-
-
-class EchoPlugin:
-    @hookimpl
-    def livebridge_source_types(self) -> list[type[Source]]:
-        return [EchoSource]
 
 
 class FilterPlugin:
@@ -61,19 +28,16 @@ class FilterPlugin:
         return message.model_copy(update={"text": message.text.upper()})
 
 
-def post(i: int, user: str = "u1", thread: str = "t1", text: str = "hello") -> dict[str, str]:
-    return {"id": f"ev{i}", "user": user, "thread": thread, "text": text}
-
-
-async def test_a_plugin_written_here_delivers_end_to_end(make_bridge: Any) -> None:
+async def test_a_plugin_written_here_delivers_end_to_end(make_bridge: Any, echo: Any,
+                                                          echo_post: Any) -> None:
     bridge = await make_bridge({"sources": [{"type": "echo", "greeting": "yo"}]},
-                               plugins=[EchoPlugin(), FilterPlugin()])
+                               plugins=[echo, FilterPlugin()])
     state = bridge.emulator.state
-    resp = await bridge.client.post("/echo", json=post(1))
+    resp = await bridge.client.post("/echo", json=echo_post(1))
     assert (await resp.json()) == {"result": "accepted"}
-    spam = await bridge.client.post("/echo", json=post(2, text="buy spam"))
+    spam = await bridge.client.post("/echo", json=echo_post(2, text="buy spam"))
     assert (await spam.json()) == {"result": "dropped"}
-    again = await bridge.client.post("/echo", json=post(1))
+    again = await bridge.client.post("/echo", json=echo_post(1))
     assert (await again.json()) == {"result": "duplicate"}
     await bridge.wait_for(lambda: len(state.messages) == 1)
     await bridge.wait_idle()
@@ -85,13 +49,14 @@ async def test_a_plugin_written_here_delivers_end_to_end(make_bridge: Any) -> No
     assert len(state.messages) == 1
 
 
-async def test_known_sender_and_thread_cost_one_call(make_bridge: Any) -> None:
-    bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[EchoPlugin()])
+async def test_known_sender_and_thread_cost_one_call(make_bridge: Any, echo: Any,
+                                                     echo_post: Any) -> None:
+    bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[echo])
     state = bridge.emulator.state
-    await bridge.client.post("/echo", json=post(1))
+    await bridge.client.post("/echo", json=echo_post(1))
     await bridge.wait_for(lambda: len(state.messages) == 1)
     before = len(state.calls)
-    await bridge.client.post("/echo", json=post(2))
+    await bridge.client.post("/echo", json=echo_post(2))
     await bridge.wait_for(lambda: len(state.messages) == 2)
     assert len(state.calls) - before == 1
     assert len(state.contacts) == 1 and len(state.conversations) == 1
@@ -130,7 +95,7 @@ async def test_accept_result_values() -> None:
     assert {r.value for r in AcceptResult} == {"accepted", "duplicate", "dropped"}
 
 
-async def test_lifecycle_and_delivered_hooks(make_bridge: Any) -> None:
+async def test_lifecycle_and_delivered_hooks(make_bridge: Any, echo: Any, echo_post: Any) -> None:
     events: list[tuple[str, Any]] = []
 
     class Watcher:
@@ -147,9 +112,9 @@ async def test_lifecycle_and_delivered_hooks(make_bridge: Any) -> None:
         async def livebridge_shutdown(self) -> None:
             events.append(("shutdown", None))
 
-    bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[EchoPlugin(), Watcher()])
+    bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[echo, Watcher()])
     assert events == [("startup", True)]
-    await bridge.client.post("/echo", json=post(7))
+    await bridge.client.post("/echo", json=echo_post(7))
     await bridge.wait_for(lambda: len(events) == 2)
     [message] = bridge.emulator.state.messages.values()
     assert events[1] == ("delivered", ("ev7", message["conversation_id"], message["id"]))

@@ -92,6 +92,8 @@ class Faults:
     retry_after: float = 1.0
     outage_until: float = 0.0
     seed: int | None = None
+    #: Answer every message creation with a permanent 422 (until turned off again).
+    reject_messages: bool = False
 
 
 _FAULT_FIELDS = frozenset(f.name for f in dataclasses.fields(Faults))
@@ -475,6 +477,10 @@ class Emulator:
             return _error_response(status, HTTPStatus(status).phrase)
         if not self._authorized(request.headers.get("Authorization")):
             return _error_response(401, "Invalid Access Token")
+        if faults.reject_messages and request.method == "POST" and request.path.endswith(
+            "/messages"
+        ):
+            return web.json_response({"message": "Message could not be processed"}, status=422)
         try:
             return await handler(request)
         except EmulatorError as exc:
@@ -871,6 +877,7 @@ class Emulator:
         )
 
     async def _admin_faults(self, request: web.Request) -> web.Response:
+        """Merge the given fault fields into the current faults (``outage_seconds``: from now)."""
         body = await _json_body(request)
         unknown = sorted(set(body) - _FAULT_FIELDS - {"outage_seconds"})
         if unknown:
@@ -916,8 +923,9 @@ class Emulator:
     # -- HTML page -----------------------------------------------------------------------
 
     async def _index_page(self, request: web.Request) -> web.Response:
-        conversations = list(self.state.conversations.values())
-        shown = list(reversed(conversations[-HTML_CONVERSATIONS:]))
+        conversations = self.state.conversations
+        newest = reversed(conversations.values())
+        shown = list(itertools.islice(newest, HTML_CONVERSATIONS))
         sections = "\n".join(self._conversation_html(c) for c in shown)
         summary = (
             f"{len(conversations)} conversations, {len(self.state.contacts)} contacts, "

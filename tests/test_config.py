@@ -1,0 +1,158 @@
+"""bridge.yaml: interpolation, validation, error messages, masking, and the CLI around it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from livebridge.app import collect_source_types
+from livebridge.config import Config, load_config, parse_config, parse_duration
+from livebridge.exceptions import ConfigError
+from livebridge.plugins import get_plugin_manager
+
+ROOT = Path(__file__).resolve().parent.parent
+TYPES = collect_source_types(get_plugin_manager())
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), TYPES, env=env or {})
+    return str(info.value)
+
+
+def test_shipped_config_loads_with_an_empty_environment() -> None:
+    config = load_config(ROOT / "bridge.yaml", TYPES, env={})
+    assert config.livedesk.emulated
+    assert config.server.port == 8080
+    assert config.store.url == "sqlite:///var/livebridge.db"
+    assert config.smtp is None
+    assert [s.type for s in config.sources] == ["form"]
+
+
+def test_shipped_config_takes_the_documented_environment() -> None:
+    env = {"LIVEDESK_BASE_URL": "https://ld.example", "LIVEDESK_API_KEY": "k123",
+           "LIVEDESK_API_SECRET": "s3cr3t-value", "LIVEDESK_INBOX_ID": "407",
+           "LIVEBRIDGE_HOST": "0.0.0.0", "LIVEBRIDGE_PORT": "9000",
+           "LIVEBRIDGE_STORE": "redis://127.0.0.1:6379/3"}
+    config = load_config(ROOT / "bridge.yaml", TYPES, env=env)
+    assert not config.livedesk.emulated
+    assert config.livedesk.inbox_id == 407
+    assert config.server.host == "0.0.0.0" and config.server.port == 9000
+    assert config.store.url == "redis://127.0.0.1:6379/3"
+    assert "s3cr3t-value" in config.secrets()
+    assert "s3cr3t-value" not in repr(config.masked())
+
+
+def test_interpolation_defaults_and_escapes(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  host: ${H:-localhost}\n  port: ${P}\n"
+                           "logging:\n  level: $${notavar}\n")
+    with pytest.raises(ConfigError, match=r"logging\.level"):
+        load_config(path, TYPES, env={"P": "81"})
+    config = load_config(write(tmp_path, "server:\n  host: ${H:-localhost}\n  port: ${P}\n"),
+                         TYPES, env={"P": "81"})
+    assert (config.server.host, config.server.port) == ("localhost", 81)
+
+
+def test_unset_variable_names_the_key_and_the_fix(tmp_path: Path) -> None:
+    text = problems(tmp_path, "server:\n  port: ${NOPE}\n")
+    assert "bridge.yaml" in text
+    assert "server.port: environment variable NOPE is not set" in text
+    assert "${NOPE:-value}" in text
+
+
+def test_unknown_keys_are_rejected_with_their_path(tmp_path: Path) -> None:
+    text = problems(tmp_path, "server:\n  prot: 1\nsources:\n  - type: form\n"
+                              "  - type: form\n    name: other\n    redirect: /x\n")
+    assert "server.prot: unknown key" in text
+    assert "sources[1].redirect: unknown key" in text
+
+
+def test_unknown_source_type_lists_the_available_ones(tmp_path: Path) -> None:
+    text = problems(tmp_path, "sources:\n  - type: telegram\n")
+    assert "sources[0].type: unknown source type 'telegram'" in text
+    assert "available: " in text and "form" in text
+
+
+def test_duplicate_source_names(tmp_path: Path) -> None:
+    text = problems(tmp_path, "sources:\n  - type: form\n  - type: form\n    path: /f2\n")
+    assert "sources[1].name: 'form' is already used by sources[0]" in text
+
+
+def test_livedesk_url_needs_credentials(tmp_path: Path) -> None:
+    text = problems(tmp_path, "livedesk:\n  base_url: https://x\n")
+    assert "livedesk: base_url is set, so api_key, api_secret, inbox_id must be set" in text
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("250ms", 0.25), ("5m", 300), ("7d", 604800),
+                                              (12, 12), ("1.5h", 5400)])
+def test_durations(raw: object, seconds: float) -> None:
+    assert parse_duration(raw) == seconds
+
+
+def test_bad_values(tmp_path: Path) -> None:
+    text = problems(tmp_path, "delivery:\n  max_age: soon\nstore:\n  url: postgres://x\n")
+    assert "delivery.max_age: expected a duration" in text
+    assert "store: url 'postgres://x': use sqlite:///path/file.db or redis://host:port/db" in text
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    assert "not valid YAML" in problems(tmp_path, "server: [\n")
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "missing.yaml", TYPES)
+
+
+def test_parse_config_defaults() -> None:
+    config = parse_config({}, TYPES, env={})
+    assert isinstance(config, Config) and config.sources == []
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+            ) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEDESK_", "SMTP_"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "livebridge", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=60, check=False)
+
+
+def test_check_prints_the_effective_config_with_secrets_masked() -> None:
+    env = {"LIVEDESK_BASE_URL": "https://ld.example", "LIVEDESK_API_KEY": "key-visible-no",
+           "LIVEDESK_API_SECRET": "very-secret-value", "LIVEDESK_INBOX_ID": "9",
+           "SMTP_HOST": "smtp.example", "SMTP_PASSWORD": "smtp-pass-word"}
+    result = run_cli("check", "--config", str(ROOT / "bridge.yaml"), env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    for secret in ("key-visible-no", "very-secret-value", "smtp-pass-word"):
+        assert secret not in out
+    assert "api_secret: '***'" in result.stdout
+    assert "inbox_id: 9" in result.stdout
+
+
+def test_check_on_a_broken_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources:\n  - type: form\n    redirect: /thanks\n")
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 1
+    assert "sources[0].redirect: unknown key" in result.stderr
+    assert str(path) in result.stderr
+
+
+def test_run_refuses_to_start_on_a_broken_config(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  port: eighty\n")
+    result = run_cli("run", "--config", str(path))
+    assert result.returncode == 1
+    assert "server.port" in result.stderr
+
+
+def test_plugins_lists_types_and_hooks() -> None:
+    result = run_cli("plugins")
+    assert result.returncode == 0, result.stderr
+    assert "form" in result.stdout and "livebridge_source_types" in result.stdout
