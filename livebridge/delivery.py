@@ -10,6 +10,7 @@ letting every worker hammer it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -147,10 +148,8 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _wait(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _deliver(self, item: OutboxItem) -> None:
         labels = {"source": item.source, "kind": item.kind}

@@ -54,7 +54,7 @@ class Mailer:
             await aiosmtplib.send(
                 msg, hostname=c.host, port=c.port,
                 username=c.user, password=c.password.get_secret_value() if c.password else None,
-                use_tls=c.tls == "tls", start_tls=True if c.tls == "starttls" else False,
+                use_tls=c.tls == "tls", start_tls=c.tls == "starttls",
                 timeout=c.timeout,
             )
         except aiosmtplib.SMTPResponseException as exc:

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from livebridge.exceptions import ReplyNotSupported
 from livebridge.model import InboundMessage, OutboundReply
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class Bridge(ABC):
         """The source's own key-value records."""
 
 
-class Source(ABC):
+class Source:
     """A kind of place customers write from. Subclass it, then return the class from the
     ``livebridge_source_types`` hook.
 
@@ -131,8 +132,6 @@ class Source(ABC):
     async def send_reply(self, reply: OutboundReply) -> None:
         """Send an agent's reply back to the customer. Raise ``ReplyNotSupported`` if the
         source cannot; raise ``livebridge.Retryable`` for trouble worth retrying."""
-        from livebridge.exceptions import ReplyNotSupported
-
         raise ReplyNotSupported(f"source {self.name!r} ({self.type_name}) cannot send replies")
 
     def describe(self) -> Mapping[str, Any]:

@@ -13,12 +13,20 @@ at what reached Livedesk::
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from livebridge.app import DAEMON, Daemon, collect_source_types, create_app
@@ -59,7 +67,8 @@ class BridgeHarness:
         """The running daemon (store, sink, dispatcher, sources)."""
         app = self.client.app
         assert app is not None
-        return app[DAEMON]
+        daemon: Daemon = app[DAEMON]
+        return daemon
 
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on the daemon."""
@@ -84,8 +93,6 @@ class BridgeHarness:
 
 
 async def _wait(condition: Any, predicate: Predicate, timeout: float) -> None:
-    import asyncio
-
     async def check() -> bool:
         result = predicate()
         return bool(await result) if inspect.isawaitable(result) else bool(result)
@@ -122,3 +129,80 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[B
     yield factory
     for client in reversed(clients):
         await client.close()
+
+
+# --- real processes (crash, multi-daemon and benchmark runs) ---------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """A ``livebridge`` subprocess (``run`` or ``emulator``) on its own port."""
+
+    def __init__(self, args: list[str], port: int, log_path: Path, ready_path: str) -> None:
+        self.args = args
+        self.port = port
+        self.log_path = log_path
+        self.ready_path = ready_path
+        self.popen: Any = None
+
+    @property
+    def url(self) -> str:
+        """The process's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Process:
+        """Start it and wait until ``ready_path`` answers 200."""
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "livebridge", *self.args], stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.args[0]} exited: see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)  # polling another process's readiness
+        raise TimeoutError(f"{self.args[0]} not ready in {timeout} s: see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, like a crash or the OOM killer."""
+        self.popen.kill()
+        self.popen.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the clean shutdown path."""
+        if self.popen is None or self.popen.poll() is not None:
+            return 0 if self.popen is None else int(self.popen.returncode)
+        self.popen.terminate()
+        return int(self.popen.wait(timeout))
+
+
+def daemon_process(config: Mapping[str, Any], workdir: Path, name: str = "daemon") -> Process:
+    """A ``livebridge run`` process for ``config`` (a dict written to ``workdir``)."""
+    port = int(config.get("server", {}).get("port") or free_port())
+    data = {**config, "server": {**config.get("server", {}), "host": "127.0.0.1", "port": port}}
+    data.setdefault("logging", {"format": "json", "level": "warning"})
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return Process(["run", "--config", str(path)], port, workdir / f"{name}.log", "/readyz")
+
+
+def emulator_process(workdir: Path, *, latency: float = 0.0, api_key: str = "emulator",
+                     api_secret: str = "emulator", inbox_id: int = 1,  # noqa: S107
+                     ) -> Process:
+    """A standalone ``livebridge emulator`` process."""
+    port = free_port()
+    args = ["emulator", "--port", str(port), "--latency", str(latency), "--api-key", api_key,
+            "--api-secret", api_secret, "--inbox-id", str(inbox_id)]
+    return Process(args, port, workdir / f"emulator-{port}.log", "/_emulator/state")

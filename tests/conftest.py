@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
 
 from livebridge import (
     InboundMessage,
+    OutboundReply,
     Overloaded,
+    Permanent,
+    Retryable,
     Sender,
     Source,
     SourceSettings,
@@ -35,6 +38,8 @@ class EchoSource(Source):
 
     type_name = "echo"
     Settings = EchoSettings
+    #: Replies "sent back" by every echo source, for the tests to inspect.
+    sent: ClassVar[list[OutboundReply]] = []
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(self.settings.path or "/echo", self.handle)]
@@ -57,6 +62,16 @@ class EchoSource(Source):
         return web.json_response({"result": result.value})
 
 
+    async def send_reply(self, reply: OutboundReply) -> None:
+        """Record the reply; a thread named 'flaky' fails once, 'gone' for good."""
+        if reply.thread_key == "gone":
+            raise Permanent("the customer's channel is gone")
+        if reply.thread_key == "flaky" and not any(r.thread_key == "flaky" for r in self.sent):
+            self.sent.append(reply.model_copy(update={"text": "(failed attempt)"}))
+            raise Retryable("try again", retry_after=0)
+        self.sent.append(reply)
+
+
 class EchoPlugin:
     """Registers ``EchoSource``."""
 
@@ -68,6 +83,7 @@ class EchoPlugin:
 @pytest.fixture
 def echo() -> EchoPlugin:
     """The echo source plugin, to pass as ``make_bridge(..., plugins=[echo])``."""
+    EchoSource.sent.clear()
     return EchoPlugin()
 
 

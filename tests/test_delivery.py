@@ -145,7 +145,7 @@ async def test_existing_contact_is_reused_not_duplicated(make_bridge: Any, echo:
     session = bridge.daemon.http
     resp = await session.post(f"{bridge.daemon.livedesk_url}/api/v2/accounts/contacts",
                               json={"inbox_id": 1, "name": "Ann", "email": "ann@example.com"},
-                              auth=__import__("aiohttp").BasicAuth("emulator", "emulator"))
+                              headers={"Authorization": "Basic ZW11bGF0b3I6ZW11bGF0b3I="})
     existing = (await resp.json())["payload"]["contact"]["id"]
     await bridge.client.post("/echo", json=echo_post(1, user="ann", email="Ann@Example.com"))
     await bridge.wait_for(lambda: len(emulator.state.messages) == 1)

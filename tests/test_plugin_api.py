@@ -1,5 +1,5 @@
-"""The plugin API end to end: a source type written in the tests (conftest.py), loaded and used without the core
-knowing about it; message hooks that drop, change and enrich; hook validation."""
+"""The plugin API end to end: a source type written in the tests (conftest.py), loaded and
+used without the core knowing about it; message hooks that drop, change and enrich."""
 
 from __future__ import annotations
 

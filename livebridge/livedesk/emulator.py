@@ -889,6 +889,11 @@ class Emulator:
                     raise EmulatorError(400, {"error": "seed must be an integer or null"})
                 changes[name] = value
                 continue
+            if name == "reject_messages":
+                if not isinstance(value, bool):
+                    raise EmulatorError(400, {"error": "reject_messages must be true or false"})
+                changes[name] = value
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise EmulatorError(400, {"error": f"{name} must be a number >= 0"})
             if name in _RATE_FIELDS and value > 1:

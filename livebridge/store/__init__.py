@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from livebridge.config import StoreConfig
 from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store
+from livebridge.store.redis import RedisStore
+from livebridge.store.sqlite import SQLiteStore
 
 __all__ = ["DeadLetter", "OutboxItem", "OutboxStats", "Store", "create_store"]
 
@@ -14,10 +16,6 @@ def create_store(config: StoreConfig, *, exclusive: bool = True) -> Store:
     ``exclusive=False`` opens an SQLite store beside the daemon that owns it (for the CLI).
     """
     if config.url.startswith("sqlite:///"):
-        from livebridge.store.sqlite import SQLiteStore
-
         return SQLiteStore(config.url.removeprefix("sqlite:///"),
                            synchronous=config.sqlite_synchronous, exclusive=exclusive)
-    from livebridge.store.redis import RedisStore
-
     return RedisStore(config.url)

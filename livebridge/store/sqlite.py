@@ -95,7 +95,9 @@ class SQLiteStore(Store):
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._connect)
         self._writer = asyncio.create_task(self._write_loop(), name="livebridge-sqlite-writer")
-        self._depth = await self._run(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        self._depth = await self._run(
+            lambda c: int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -365,7 +367,9 @@ class SQLiteStore(Store):
         )
 
     async def kv_delete(self, namespace: str, key: str) -> None:
-        await self._run(lambda c: c.execute("DELETE FROM kv WHERE ns=? AND key=?", (namespace, key)))
+        await self._run(
+            lambda c: c.execute("DELETE FROM kv WHERE ns=? AND key=?", (namespace, key))
+        )
 
     def lock(self, name: str, timeout: float = 30.0) -> AbstractAsyncContextManager[None]:
         # One daemon owns an SQLite file (see open()), so an in-process lock is enough.

@@ -1,0 +1,572 @@
+"""The Redis store: one Redis server shared by any number of daemons.
+
+Every change is one Lua script, so it is atomic, and every script reads the clock with
+``TIME``, so daemons with skewed clocks agree on what is due. Keys (``P`` is the prefix,
+``livebridge:`` unless the URL says ``?prefix=``):
+
+- ``P item:<id>``: hash of one outbox item; ``P seq``: the id counter
+- ``P q:<thread>``: list of the thread's item ids, oldest first
+- ``P due``: sorted set of threads with items, scored by when their head may be claimed (ms):
+  now when ready, the retry time after ``retry``, the lease's end while leased
+- ``P leases``: hash thread → token of the claim that holds its lease
+- ``P items``: sorted set of item ids by ``created_at`` (depth, oldest item)
+- ``P seen:<source>:<key>``: dedupe record with an expiry, set in the same script as the item
+- ``P kv:<ns>:<key>``: key-value records with an optional expiry; ``P lock:<name>``: locks
+- ``P dl:<id>``: hash of one dead letter; ``P dead``: sorted set of dead-letter ids
+- ``P work``: pub/sub channel announcing new work to every daemon
+
+A claim leases a thread by moving its score to the lease's end, so a thread whose daemon
+died becomes due again by itself when the lease runs out; nothing needs ``release_all``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from livebridge.exceptions import LivebridgeError, StoreUnavailable
+from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store
+
+__all__ = ["RedisStore"]
+
+log = structlog.get_logger("livebridge.store")
+
+DEFAULT_PREFIX = "livebridge:"
+
+#: Error replies that mean "Redis cannot take this now" rather than "this command is wrong".
+_UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "NOREPLICAS",
+                        "BUSY", "CLUSTERDOWN", "TRYAGAIN")
+
+_LIB = """
+local P = ARGV[1]
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+         t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
+local function push(id, kind, source, thread, payload, created, ms)
+  redis.call('HSET', P .. 'item:' .. id, 'kind', kind, 'source', source, 'thread', thread,
+             'payload', payload, 'created_at', created, 'attempts', 0)
+  redis.call('RPUSH', P .. 'q:' .. thread, id)
+  redis.call('ZADD', P .. 'due', 'NX', ms, thread)
+  redis.call('ZADD', P .. 'items', created, id)
+  redis.call('PUBLISH', P .. 'work', '1')
+end
+-- After an item left its thread: hand the thread on if this claim held it (token), or if
+-- the caller has no token and really removed the item.
+local function release(thread, token, removed, ms)
+  local holder = redis.call('HGET', P .. 'leases', thread)
+  if not ((token ~= '' and holder == token) or (token == '' and removed > 0)) then
+    return
+  end
+  redis.call('HDEL', P .. 'leases', thread)
+  if redis.call('LLEN', P .. 'q:' .. thread) > 0 then
+    redis.call('ZADD', P .. 'due', ms, thread)
+    redis.call('PUBLISH', P .. 'work', '1')
+  else
+    redis.call('ZREM', P .. 'due', thread)
+  end
+end
+"""
+
+# ARGV: prefix, kind, source, seen key, thread, payload, dedupe ttl (ms; 0: no record)
+_ENQUEUE = _LIB + """
+local ms, stamp = clock()
+local ttl = tonumber(ARGV[7])
+if ttl > 0 and not redis.call('SET', ARGV[4], '1', 'NX', 'PX', ttl) then
+  return 0
+end
+local id = redis.call('INCR', P .. 'seq')
+push(id, ARGV[2], ARGV[3], ARGV[5], ARGV[6], stamp, ms)
+return id
+"""
+
+# ARGV: prefix, limit, lease (ms), token
+_CLAIM = _LIB + """
+local ms = clock()
+local threads = redis.call('ZRANGEBYSCORE', P .. 'due', '-inf', ms, 'LIMIT', 0,
+                           tonumber(ARGV[2]))
+local out = {}
+for _, thread in ipairs(threads) do
+  local q = P .. 'q:' .. thread
+  local id, f = nil, nil
+  while true do
+    id = redis.call('LINDEX', q, 0)
+    if not id then break end
+    f = redis.call('HMGET', P .. 'item:' .. id, 'kind', 'source', 'payload', 'created_at',
+                   'attempts', 'last_error')
+    if f[1] then break end
+    redis.call('LPOP', q)  -- an id without its item cannot happen; heal it
+    redis.call('ZREM', P .. 'items', id)
+  end
+  if id then
+    redis.call('ZADD', P .. 'due', ms + tonumber(ARGV[3]), thread)
+    redis.call('HSET', P .. 'leases', thread, ARGV[4])
+    out[#out + 1] = {id, thread, f[1], f[2], f[3], f[4], f[5], f[6]}
+  else
+    redis.call('ZREM', P .. 'due', thread)
+    redis.call('HDEL', P .. 'leases', thread)
+  end
+end
+return out
+"""
+
+# ARGV: prefix, thread, id, token
+_COMPLETE = _LIB + """
+local ms = clock()
+local removed = redis.call('LREM', P .. 'q:' .. ARGV[2], 1, ARGV[3])
+if removed > 0 then
+  redis.call('DEL', P .. 'item:' .. ARGV[3])
+  redis.call('ZREM', P .. 'items', ARGV[3])
+end
+release(ARGV[2], ARGV[4], removed, ms)
+return removed
+"""
+
+# ARGV: prefix, thread, id, token, delay (ms), error
+_RETRY = _LIB + """
+local ms = clock()
+local holder = redis.call('HGET', P .. 'leases', ARGV[2])
+if ARGV[4] ~= '' and holder ~= ARGV[4] then
+  return 0  -- the lease ran out and another claim holds the thread now
+end
+local item = P .. 'item:' .. ARGV[3]
+if redis.call('EXISTS', item) == 0 then
+  release(ARGV[2], ARGV[4], 0, ms)
+  return 0
+end
+redis.call('HINCRBY', item, 'attempts', 1)
+redis.call('HSET', item, 'last_error', ARGV[6])
+redis.call('HDEL', P .. 'leases', ARGV[2])
+redis.call('ZADD', P .. 'due', ms + tonumber(ARGV[5]), ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, thread, id, token, reason, response, has response (0/1)
+_DEAD_LETTER = _LIB + """
+local ms, stamp = clock()
+local item = P .. 'item:' .. ARGV[3]
+local f = redis.call('HMGET', item, 'kind', 'source', 'payload', 'created_at', 'attempts')
+local removed = 0
+if f[1] then
+  removed = redis.call('LREM', P .. 'q:' .. ARGV[2], 1, ARGV[3])
+end
+if removed > 0 then
+  local dl = P .. 'dl:' .. ARGV[3]
+  redis.call('HSET', dl, 'kind', f[1], 'source', f[2], 'thread', ARGV[2], 'payload', f[3],
+             'created_at', f[4], 'failed_at', stamp, 'attempts', tonumber(f[5]) + 1,
+             'reason', ARGV[5])
+  if ARGV[7] == '1' then
+    redis.call('HSET', dl, 'response', ARGV[6])
+  end
+  redis.call('ZADD', P .. 'dead', tonumber(ARGV[3]), ARGV[3])
+  redis.call('DEL', item)
+  redis.call('ZREM', P .. 'items', ARGV[3])
+end
+release(ARGV[2], ARGV[4], removed, ms)
+return removed
+"""
+
+# ARGV: prefix, letter id
+_REPLAY = _LIB + """
+local ms = clock()
+local dl = P .. 'dl:' .. ARGV[2]
+local f = redis.call('HMGET', dl, 'kind', 'source', 'thread', 'payload', 'created_at')
+if not f[1] then
+  return 0
+end
+local id = redis.call('INCR', P .. 'seq')
+push(id, f[1], f[2], f[3], f[4], f[5], ms)
+redis.call('DEL', dl)
+redis.call('ZREM', P .. 'dead', ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, letter id
+_DROP = _LIB + """
+redis.call('ZREM', P .. 'dead', ARGV[2])
+return redis.call('DEL', P .. 'dl:' .. ARGV[2])
+"""
+
+# ARGV: prefix
+_STATS = _LIB + """
+local ms = clock()
+local in_flight = 0
+for _, thread in ipairs(redis.call('HKEYS', P .. 'leases')) do
+  local score = redis.call('ZSCORE', P .. 'due', thread)
+  if score and tonumber(score) > ms then
+    in_flight = in_flight + 1
+  end
+end
+local oldest = redis.call('ZRANGE', P .. 'items', 0, 0, 'WITHSCORES')
+return {redis.call('ZCARD', P .. 'items'), oldest[2] or false, in_flight,
+        redis.call('ZCARD', P .. 'dead')}
+"""
+
+# KEYS: lock key; ARGV: prefix, token, ttl (ms). Idempotent, so a retried call cannot lock us out.
+_LOCK_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if holder then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS: lock key; ARGV: prefix, token, ttl (ms)
+_LOCK_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[2] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 0
+"""
+
+# KEYS: lock key; ARGV: prefix, token
+_LOCK_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[2] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _part(value: str) -> str:
+    """A key component that cannot run into the next one (``a:b`` + ``c`` ≠ ``a`` + ``b:c``)."""
+    return f"{len(value)}:{value}"
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """Turn "Redis cannot answer now" into ``StoreUnavailable`` (503s, paused delivery)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+    except ResponseError as exc:
+        if str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+            raise StoreUnavailable(f"Redis cannot take the command: {exc}") from exc
+        raise
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``redis://host:port/db?prefix=x`` → (the URL for redis-py, the key prefix)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = DEFAULT_PREFIX
+    kept = []
+    for key, value in query:
+        if key == "prefix":
+            prefix = value
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+
+
+class RedisStore(Store):
+    """A ``Store`` in Redis (``redis://host:port/db``, ``rediss://`` for TLS), shared by
+    every daemon that names the same server, database and prefix.
+    """
+
+    kind = "redis"
+
+    #: How long a lock outlives a holder that stopped renewing it (a dead daemon).
+    lock_ttl = 15.0
+
+    def __init__(self, url: str, *, socket_timeout: float = 5.0,
+                 connect_timeout: float = 2.0) -> None:
+        self.url, self.prefix = split_url(url)
+        self._socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._work = asyncio.Event()
+        self._owner = uuid.uuid4().hex[:12]
+        self._claims = 0
+        #: Item id → token of the claim that leased it here (checked on complete/retry).
+        self._tokens: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: defaultdict[str, int] = defaultdict(int)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect; an unreachable Redis is not fatal (the daemon reports not ready)."""
+        try:
+            self._redis = aioredis.Redis.from_url(
+                self.url, decode_responses=True, socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._connect_timeout, health_check_interval=15,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries=2),
+            )
+        except ValueError as exc:
+            raise LivebridgeError(f"store url: {exc}") from exc
+        scripts = {"enqueue": _ENQUEUE, "claim": _CLAIM, "complete": _COMPLETE,
+                   "retry": _RETRY, "dead_letter": _DEAD_LETTER, "replay": _REPLAY,
+                   "drop": _DROP, "stats": _STATS, "lock_acquire": _LOCK_ACQUIRE,
+                   "lock_extend": _LOCK_EXTEND, "lock_release": _LOCK_RELEASE}
+        self._scripts = {name: self._redis.register_script(s) for name, s in scripts.items()}
+        self._listener = asyncio.create_task(self._listen(), name="livebridge-redis-listener")
+        try:
+            await self.ping()
+        except StoreUnavailable as exc:
+            log.warning("Redis is unreachable; waiting for it (not ready until it answers)",
+                        error=str(exc))
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        if self._redis is not None:
+            client, self._redis = self._redis, None
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    async def ping(self) -> None:
+        with _unavailable():
+            await self._client().ping()
+
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise StoreUnavailable("the Redis store is not open")
+        return self._redis
+
+    async def _run(self, script: str, *args: Any, keys: tuple[str, ...] = ()) -> Any:
+        self._client()
+        with _unavailable():
+            return await self._scripts[script](keys=list(keys), args=[self.prefix, *args])
+
+    async def _listen(self) -> None:
+        """Set ``_work`` whenever any daemon announces work (resubscribing after outages)."""
+        channel = self.prefix + "work"
+        while self._redis is not None:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                self._work.set()  # announcements may have been missed while unsubscribed
+                while True:
+                    if await pubsub.get_message(timeout=1.0) is not None:
+                        self._work.set()
+            except Exception as exc:  # Redis is down: keep trying, the dispatcher polls anyway
+                log.debug("work announcements interrupted", error=str(exc))
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # --- accepting ------------------------------------------------------------------------
+
+    async def enqueue(
+        self, kind: str, source: str, dedupe_key: str, thread: str, payload: str,
+        dedupe_ttl: float,
+    ) -> bool:
+        stored = await self._run("enqueue", kind, source, self._seen_key(source, dedupe_key),
+                                 thread, payload, _ms(dedupe_ttl))
+        if stored:
+            self._work.set()
+        return bool(stored)
+
+    def _seen_key(self, source: str, dedupe_key: str) -> str:
+        return f"{self.prefix}seen:{_part(source)}:{dedupe_key}"
+
+    async def seen(self, source: str, dedupe_key: str) -> bool:
+        with _unavailable():
+            return bool(await self._client().exists(self._seen_key(source, dedupe_key)))
+
+    async def depth(self) -> int:
+        with _unavailable():
+            return int(await self._client().zcard(self.prefix + "items"))
+
+    async def wait_for_work(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._work.wait(), timeout)
+        except TimeoutError:
+            return
+        self._work.clear()
+
+    # --- delivering -----------------------------------------------------------------------
+
+    async def claim(self, limit: int, lease: float) -> list[OutboxItem]:
+        if limit <= 0:
+            return []
+        self._claims += 1
+        token = f"{self._owner}:{self._claims}"
+        rows = await self._run("claim", limit, _ms(lease), token)
+        items = []
+        for id_, thread, kind, source, payload, created, attempts, error in rows:
+            items.append(OutboxItem(str(id_), kind, source, thread, payload, float(created),
+                                    int(attempts), error))
+            self._tokens[str(id_)] = token
+        return items
+
+    async def complete(self, item: OutboxItem) -> None:
+        await self._run("complete", item.thread, item.id, self._tokens.get(item.id, ""))
+        self._tokens.pop(item.id, None)
+
+    async def retry(self, item: OutboxItem, delay: float, error: str) -> None:
+        await self._run("retry", item.thread, item.id, self._tokens.get(item.id, ""),
+                        _ms(delay), error)
+        self._tokens.pop(item.id, None)
+
+    async def dead_letter(self, item: OutboxItem, reason: str, response: str | None) -> None:
+        await self._run("dead_letter", item.thread, item.id, self._tokens.get(item.id, ""),
+                        reason, response or "", "0" if response is None else "1")
+        self._tokens.pop(item.id, None)
+
+    async def release_all(self) -> None:
+        """Nothing to do: leases are shared by all daemons and run out by themselves."""
+
+    async def stats(self) -> OutboxStats:
+        depth, oldest, in_flight, dead = await self._run("stats")
+        return OutboxStats(int(depth), None if oldest is None else float(oldest),
+                           int(in_flight), int(dead))
+
+    # --- dead letters ---------------------------------------------------------------------
+
+    _DL_FIELDS = ("kind", "source", "thread", "payload", "created_at", "failed_at", "attempts",
+                  "reason", "response")
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        if limit <= 0:
+            return []
+        client = self._client()
+        with _unavailable():
+            ids = [str(i) for i in await client.zrange(self.prefix + "dead", 0, limit - 1)]
+            pipe = client.pipeline(transaction=False)
+            for letter_id in ids:
+                pipe.hmget(f"{self.prefix}dl:{letter_id}", self._DL_FIELDS)
+            rows = await pipe.execute()
+        return [_dead_letter(letter_id, row) for letter_id, row in zip(ids, rows, strict=True)
+                if row[0] is not None]
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        with _unavailable():
+            row = await self._client().hmget(f"{self.prefix}dl:{letter_id}", self._DL_FIELDS)
+        return None if row[0] is None else _dead_letter(letter_id, row)
+
+    async def replay_dead_letter(self, letter_id: str) -> bool:
+        replayed = bool(await self._run("replay", letter_id))
+        if replayed:
+            self._work.set()
+        return replayed
+
+    async def drop_dead_letter(self, letter_id: str) -> bool:
+        return bool(await self._run("drop", letter_id))
+
+    # --- key-value ------------------------------------------------------------------------
+
+    def _kv_key(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}kv:{_part(namespace)}:{key}"
+
+    async def kv_get(self, namespace: str, key: str) -> str | None:
+        with _unavailable():
+            value = await self._client().get(self._kv_key(namespace, key))
+        return None if value is None else str(value)
+
+    async def kv_set(self, namespace: str, key: str, value: str, ttl: float | None = None) -> None:
+        client = self._client()
+        with _unavailable():
+            if ttl is None:
+                await client.set(self._kv_key(namespace, key), value)
+            elif _ms(ttl) > 0:
+                await client.set(self._kv_key(namespace, key), value, px=_ms(ttl))
+            else:  # already expired
+                await client.delete(self._kv_key(namespace, key))
+
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        with _unavailable():
+            await self._client().delete(self._kv_key(namespace, key))
+
+    def lock(self, name: str, timeout: float = 30.0) -> AbstractAsyncContextManager[None]:
+        """A lock held in Redis (renewed while held, so it outlives slow work but not a dead
+        daemon by more than ``lock_ttl``); raises ``TimeoutError`` after ``timeout`` s."""
+        return self._lock(name, timeout)
+
+    @asynccontextmanager
+    async def _lock(self, name: str, wait: float) -> AsyncIterator[None]:
+        local = self._locks.setdefault(name, asyncio.Lock())  # this process's tasks queue here
+        self._lock_users[name] += 1
+        try:
+            deadline = time.monotonic() + wait
+            try:
+                async with asyncio.timeout(wait):
+                    await local.acquire()
+            except TimeoutError:
+                raise TimeoutError(f"lock {name!r} not acquired within {wait} s") from None
+            try:
+                key, token = f"{self.prefix}lock:{name}", uuid.uuid4().hex
+                await self._acquire(name, key, token, deadline, wait)
+                keeper = asyncio.create_task(self._keep(name, key, token))
+                try:
+                    yield
+                finally:
+                    keeper.cancel()
+                    await asyncio.gather(keeper, return_exceptions=True)
+                    try:
+                        await self._run("lock_release", token, keys=(key,))
+                    except StoreUnavailable as exc:
+                        log.warning("lock not released; it expires by itself", lock=name,
+                                    error=str(exc))
+            finally:
+                local.release()
+        finally:
+            self._lock_users[name] -= 1
+            if not self._lock_users[name]:
+                del self._lock_users[name]
+                del self._locks[name]
+
+    async def _acquire(self, name: str, key: str, token: str, deadline: float,
+                       wait: float) -> None:
+        backoff = 0.005
+        ttl = _ms(self.lock_ttl)
+        while not await self._run("lock_acquire", token, ttl, keys=(key,)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"lock {name!r} held elsewhere for more than {wait} s")
+            await asyncio.sleep(min(backoff, remaining))
+            backoff = min(backoff * 2, 0.1)
+
+    async def _keep(self, name: str, key: str, token: str) -> None:
+        """Renew the lock while it is held."""
+        while True:
+            await asyncio.sleep(self.lock_ttl / 3)
+            try:
+                if not await self._run("lock_extend", token, _ms(self.lock_ttl), keys=(key,)):
+                    log.error("lock lost while held (Redis unreachable too long?)", lock=name)
+                    return
+            except StoreUnavailable as exc:
+                log.warning("lock not renewed", lock=name, error=str(exc))
+
+    async def purge_expired(self) -> int:
+        """Nothing to do: Redis expires dedupe records, keys and locks by itself."""
+        return 0
+
+
+def _dead_letter(letter_id: str, row: list[Any]) -> DeadLetter:
+    kind, source, thread, payload, created, failed, attempts, reason, response = row
+    return DeadLetter(str(letter_id), kind, source, thread, payload, float(created),
+                      float(failed), int(attempts), reason, response)
