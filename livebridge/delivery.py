@@ -152,21 +152,30 @@ class Dispatcher:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        try:
+            await self._attempt(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store failed while recording the outcome
+            self.last_error = f"store: {exc}"
+            log.error("could not record a delivery outcome; the item is retried when its lease "
+                      "expires", item=item.id, source=item.source, error=str(exc))
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _attempt(self, item: OutboxItem) -> None:
         labels = {"source": item.source, "kind": item.kind}
         try:
-            handler = self.handlers[item.kind]
-            await handler(item)
+            await self.handlers[item.kind](item)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await self._failed(item, exc, labels)
-        else:
-            self._failures = 0
-            await self.store.complete(item)
-            self.metrics.delivered.labels(**labels).inc()
-            self.metrics.latency.labels(source=item.source).observe(time.time() - item.created_at)
-        async with self.changed:
-            self.changed.notify_all()
+            return
+        self._failures = 0
+        await self.store.complete(item)
+        self.metrics.delivered.labels(**labels).inc()
+        self.metrics.latency.labels(source=item.source).observe(time.time() - item.created_at)
 
     async def _failed(self, item: OutboxItem, exc: Exception, labels: dict[str, str]) -> None:
         outcome = classify(exc)
