@@ -147,7 +147,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             else:
                 done = await (store.replay_dead_letter(letter_id) if args.action == "replay"
                               else store.drop_dead_letter(letter_id))
-                print(f"{letter_id}: {args.action + 'ed' if done else 'no such dead letter'}")
+                done_word = {"replay": "replayed", "drop": "dropped"}[args.action]
+                print(f"{letter_id}: {done_word if done else 'no such dead letter'}")
                 status = status or (0 if done else 1)
         return status
 
