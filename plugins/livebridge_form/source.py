@@ -1,0 +1,425 @@
+"""The web-form source: ``GET {path}`` serves a contact form, ``POST {path}`` takes it.
+
+A post goes through, in order: the origin check (403 for a cross-site post from an origin
+not allowed), the per-IP rate limit (429), the body cap (413), parsing (urlencoded,
+multipart or JSON; 400/415), the honeypot (success answered, nothing stored), the empty
+check (400), field validation (422 naming each field) and ``bridge.accept``. Browsers get a
+303 to the thank-you page (or an HTML error page); ``Accept: application/json`` gets JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from email.utils import formataddr
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from aiohttp import BodyPartReader, web
+
+from livebridge import (
+    AcceptResult,
+    Attachment,
+    Bridge,
+    InboundMessage,
+    OutboundReply,
+    Overloaded,
+    ReplyNotSupported,
+    Sender,
+    Source,
+    SourceSettings,
+    StoreUnavailable,
+    read_body,
+)
+from livebridge_form.page import STYLE_HASH, error_page, form_page, thanks_page
+from livebridge_form.ratelimit import SlidingWindowLimiter, client_key
+from livebridge_form.settings import FIELD_KEYS, FormSettings, origin_of
+
+__all__ = ["FormSource", "normalize_phone", "valid_email"]
+
+_MAX_FIELDS = 100
+_MAX_FILES = 10
+_MAX_NAME = 200
+_MAX_KEY = 255
+_IDEMPOTENCY_FIELD = "_idempotency_key"
+_NOT_ALLOWED = "[^@\\s\"(),:;<>\\[\\]\\\\"
+_EMAIL = re.compile(rf"{_NOT_ALLOWED}]+@(?:{_NOT_ALLOWED}.]+\.)+{_NOT_ALLOWED}.]{{2,}}")
+_PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_WHAT = {"name": "a name", "email": "an email address", "phone": "a phone number",
+         "message": "a message"}
+_CORS_ALLOW = {
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": "Content-Type, Accept, Idempotency-Key",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def valid_email(value: str) -> bool:
+    """A plausible ``local@domain.tld`` address (what a contact form can check)."""
+    local = value.rsplit("@", 1)[0]
+    return (len(value) <= 254 and len(local) <= 64 and ".." not in value
+            and not local.startswith(".") and not local.endswith(".")
+            and _EMAIL.fullmatch(value) is not None)
+
+
+def normalize_phone(value: str) -> str | None:
+    """The E.164 form (``+442079460000``) of an international number, or ``None``."""
+    digits = _PHONE_PUNCTUATION.sub("", value)
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    return digits if _E164.fullmatch(digits) else None
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.fields = fields
+
+
+@dataclass
+class _Posted:
+    values: dict[str, list[str]] = field(default_factory=dict)
+    files: list[Attachment] = field(default_factory=list)
+
+    def add(self, name: str, value: str) -> None:
+        if sum(map(len, self.values.values())) >= _MAX_FIELDS:
+            raise _Refused(413, f"too many fields (at most {_MAX_FIELDS})")
+        self.values.setdefault(name, []).append(value)
+
+    def first(self, name: str) -> str:
+        return next((v.strip() for v in self.values.get(name, []) if v.strip()), "")
+
+
+class FormSource(Source):
+    """A web contact form (``type: form``)."""
+
+    type_name = "form"
+    Settings = FormSettings
+    settings: FormSettings
+
+    def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
+        assert isinstance(settings, FormSettings)
+        super().__init__(settings, bridge)
+        self.limiter = SlidingWindowLimiter(settings.rate_limit, settings.rate_window)
+
+    def routes(self) -> list[web.RouteDef]:
+        path = self.settings.path
+        return [
+            web.get(path, self.form),
+            web.post(path, self.submit),
+            web.options(path, self.preflight),
+            web.get(f"{path}/thanks", self.thanks),
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "conversation": self.settings.conversation}
+
+    # --- pages ----------------------------------------------------------------------------
+
+    async def form(self, request: web.Request) -> web.Response:
+        """``GET {path}``: the contact form."""
+        return self._page(form_page(self.settings, uuid.uuid4().hex))
+
+    async def thanks(self, request: web.Request) -> web.Response:
+        """``GET {path}/thanks``: the built-in thank-you page."""
+        return self._page(thanks_page(self.settings))
+
+    def _page(self, html: str, status: int = 200, headers: dict[str, str] | None = None
+              ) -> web.Response:
+        s = self.settings
+        thanks_origin = origin_of(s.thanks_url)
+        targets = " ".join(["'self'", *([thanks_origin] if thanks_origin else [])])
+        frames = " ".join(["'self'", *s.allowed_origins])
+        csp = (f"default-src 'none'; style-src '{STYLE_HASH}'; base-uri 'none'; "
+               f"form-action {targets}; frame-ancestors {frames}")
+        return web.Response(status=status, text=html, content_type="text/html", headers={
+            "Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "strict-origin-when-cross-origin", "Cache-Control": "no-store",
+            **(headers or {}),
+        })
+
+    # --- CORS -----------------------------------------------------------------------------
+
+    def _origin(self, request: web.Request) -> str | None:
+        """Who is posting: the ``Origin`` header, else the origin of the ``Referer``."""
+        if "Origin" in request.headers:
+            return request.headers["Origin"]
+        referer = request.headers.get("Referer")
+        return origin_of(referer) if referer else None
+
+    def _allowed(self, origin: str, request: web.Request) -> bool:
+        """An allowed origin, or the form's own (the request's ``Host``)."""
+        normal = origin_of(origin)
+        if normal is None:
+            return False
+        if normal in self.settings.allowed_origins:
+            return True
+        hosts = {request.headers.get("Host", "")}
+        if self.settings.trust_forwarded_for:
+            hosts.add(request.headers.get("X-Forwarded-Host", "").split(",")[0].strip())
+        return any(host and origin_of(f"{urlsplit(normal).scheme}://{host.lower()}") == normal
+                   for host in hosts)
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        """``OPTIONS {path}``: the CORS preflight of a script post from an allowed origin."""
+        origin = request.headers.get("Origin")
+        if not origin or not self._allowed(origin, request):
+            return self._refuse(request, 403, "origin not allowed", html=False,
+                                headers={"Vary": "Origin"},
+                                detail={"origin": (origin or "")[:200]})
+        return web.Response(status=204, headers={
+            "Access-Control-Allow-Origin": origin, "Vary": "Origin", **_CORS_ALLOW})
+
+    # --- submissions ----------------------------------------------------------------------
+
+    async def submit(self, request: web.Request) -> web.Response:
+        """``POST {path}``: one submission becomes one incoming message."""
+        html = not _wants_json(request)
+        headers = {"Vary": "Origin"}
+        origin = self._origin(request)
+        if origin is not None:
+            if not self._allowed(origin, request):
+                return self._refuse(request, 403, "origin not allowed", html=html,
+                                    headers=headers, detail={"origin": origin[:200]})
+            headers["Access-Control-Allow-Origin"] = origin
+        wait = self.limiter.hit(client_key(self._client_ip(request)))
+        if wait is not None:
+            return self._refuse(request, 429, "too many submissions, try again later",
+                                html=html, headers={**headers, "Retry-After": str(int(wait))})
+        try:
+            posted = await self._read(request)
+            if self._honeypot_filled(posted):
+                self.bridge.metrics.dropped.labels(source=self.name, reason="honeypot").inc()
+                self.log.info("honeypot filled: answered success, stored nothing")
+                return self._success(AcceptResult.ACCEPTED, html, headers)
+            message = self._message(request, posted)
+        except _Refused as exc:
+            return self._refuse(request, exc.status, exc.reason, fields=exc.fields, html=html,
+                                headers=headers)
+        try:
+            result = await self.bridge.accept(message, self)
+        except (Overloaded, StoreUnavailable) as exc:
+            return self._refuse(request, 503, "busy, try again later", html=html,
+                                headers={**headers, "Retry-After": str(exc.retry_after)})
+        self.log.info("form submission", event_id=message.event_id, result=result.value,
+                      attachments=len(message.attachments))
+        return self._success(result, html, headers)
+
+    def _success(self, result: AcceptResult, html: bool, headers: dict[str, str]
+                 ) -> web.Response:
+        if html:
+            return web.Response(status=303, headers={**headers,
+                                                     "Location": self.settings.thanks_url})
+        status = "duplicate" if result is AcceptResult.DUPLICATE else "accepted"
+        return web.json_response({"ok": True, "status": status}, headers=headers)
+
+    def _refuse(self, request: web.Request, status: int, reason: str, *, html: bool,
+                fields: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                detail: dict[str, Any] | None = None) -> web.Response:
+        """``reject`` (logged, counted, JSON); browsers get the same as an HTML page."""
+        detail = {**(detail or {}), **({"fields": fields} if fields else {})}
+        response = self.reject(request, status, reason, detail=detail, headers=headers)
+        if not html:
+            return response
+        return self._page(error_page(self.settings, status, reason, fields), status, headers)
+
+    def _client_ip(self, request: web.Request) -> str:
+        if self.settings.trust_forwarded_for:
+            hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+            last = hops[-1].strip()  # the address our own proxy saw; earlier ones are claims
+            try:
+                return str(ipaddress.ip_address(last))
+            except ValueError:
+                pass
+        return request.remote or "unknown"
+
+    # --- parsing --------------------------------------------------------------------------
+
+    async def _read(self, request: web.Request) -> _Posted:
+        ctype = request.content_type
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _Refused(413, f"body too large (at most {limit} bytes)")
+        if ctype == "multipart/form-data":
+            return await self._read_multipart(request)
+        try:
+            body = await read_body(request, limit)
+        except web.HTTPRequestEntityTooLarge:
+            raise _Refused(413, f"body too large (at most {limit} bytes)") from None
+        posted = _Posted()
+        if not body.strip():
+            raise _Refused(400, "empty form")
+        if ctype == "application/x-www-form-urlencoded":
+            try:
+                text = body.decode(request.charset or "utf-8")
+                pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+            except (UnicodeDecodeError, LookupError):
+                raise _Refused(400, "form is not valid UTF-8") from None
+            except ValueError:
+                raise _Refused(413, f"too many fields (at most {_MAX_FIELDS})") from None
+            for name, value in pairs:
+                posted.add(name, value)
+        elif ctype == "application/json":
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise _Refused(400, "malformed JSON") from None
+            if not isinstance(data, dict):
+                raise _Refused(400, "expected a JSON object of fields")
+            bad = {}
+            for name, value in data.items():
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, str | int | float) and not isinstance(item, bool):
+                        posted.add(name, str(item))
+                    elif item is not None:
+                        bad[name] = "must be text"
+            if bad:
+                raise _Refused(422, "invalid fields", bad)
+        else:
+            raise _Refused(415, "unsupported content type (use a form post or JSON)")
+        return posted
+
+    async def _read_multipart(self, request: web.Request) -> _Posted:
+        s = self.settings
+        posted = _Posted()
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if request.content.total_bytes > s.max_body_bytes:
+                    raise _Refused(413, f"body too large (at most {s.max_body_bytes} bytes)")
+                if not isinstance(part, BodyPartReader) or not part.name:
+                    raise _Refused(400, "malformed multipart body")
+                if part.filename is None:
+                    data = await self._read_part(request, part, s.max_body_bytes)
+                    posted.add(part.name, data.decode(part.get_charset("utf-8")))
+                    continue
+                data = await self._read_part(request, part, s.max_file_bytes, file=True)
+                if not part.filename and not data:
+                    continue  # a file input left empty
+                if len(posted.files) >= _MAX_FILES:
+                    raise _Refused(413, f"too many files (at most {_MAX_FILES})")
+                posted.files.append(Attachment(
+                    name=part.filename or "file", size=len(data), data=data,
+                    content_type=part.headers.get("Content-Type", "application/octet-stream")))
+        except (ValueError, AssertionError, LookupError, UnicodeDecodeError) as exc:
+            raise _Refused(400, "malformed multipart body") from exc
+        return posted
+
+    async def _read_part(self, request: web.Request, part: BodyPartReader, cap: int,
+                         file: bool = False) -> bytes:
+        chunks, size = [], 0
+        while chunk := await part.read_chunk():
+            size += len(chunk)
+            if size > cap:
+                what = "file too large" if file else "field too large"
+                raise _Refused(413, f"{what} (at most {cap} bytes)")
+            if request.content.total_bytes > self.settings.max_body_bytes:
+                raise _Refused(413, f"body too large (at most {self.settings.max_body_bytes} "
+                               "bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # --- validation -----------------------------------------------------------------------
+
+    def _honeypot_filled(self, posted: _Posted) -> bool:
+        trap = self.settings.honeypot
+        return bool(trap and posted.first(trap))
+
+    def _message(self, request: web.Request, posted: _Posted) -> InboundMessage:
+        s = self.settings
+        names = {key: s.fields.posted(key) for key in FIELD_KEYS}
+        value = {key: posted.first(name) for key, name in names.items()}
+        extras = {k: [v for v in vs if v.strip()] for k, vs in posted.values.items()
+                  if k not in names.values() and not k.startswith("_") and k != s.honeypot}
+        extras = {k: vs for k, vs in extras.items() if vs}
+        if not any(value.values()) and not extras and not posted.files:
+            raise _Refused(400, "empty form")
+        errors: dict[str, str] = {}
+        email, phone = value["email"], None
+        if email and not valid_email(email):
+            errors[names["email"]] = "not a valid email address"
+        if value["phone"]:
+            phone = normalize_phone(value["phone"])
+            if phone is None:
+                errors[names["phone"]] = ("not a valid phone number (use the international "
+                                          "format, e.g. +44 20 7946 0000)")
+        if len(value["name"]) > _MAX_NAME:
+            errors[names["name"]] = f"too long (at most {_MAX_NAME} characters)"
+        for group in s.required_groups:
+            if not any(value[key] for key in group):
+                need = " or ".join(_WHAT[key] for key in group)
+                for key in group:
+                    errors.setdefault(names[key], "required" if len(group) == 1
+                                      else f"required: give {need}")
+        if errors:
+            raise _Refused(422, "invalid fields", errors)
+        sender_id = email.lower() if email else phone
+        assert sender_id  # settings guarantee email or phone is required
+        text = "\n\n".join(p for p in [value["message"], _render(extras)] if p)
+        event_id = self._event_id(request, posted, sender_id, text)
+        referer = _page(request.headers.get("Referer"))
+        return InboundMessage(
+            source=self.name, event_id=event_id,
+            thread_key=sender_id if s.conversation == "per_customer" else event_id,
+            sender=Sender(external_id=sender_id, name=value["name"] or None,
+                          email=email or None, phone=phone),
+            text=text, attachments=posted.files,
+            metadata={"form": self.name, **({"page": referer} if referer else {})},
+            reply_context={k: v for k, v in (("email", email), ("name", value["name"])) if v},
+        )
+
+    def _event_id(self, request: web.Request, posted: _Posted, sender_id: str, text: str
+                  ) -> str:
+        """``Idempotency-Key`` (or the page's hidden key) scoped to the sender and content,
+        so a double submit is stored once and one customer's key never hides another's."""
+        key = request.headers.get("Idempotency-Key") or posted.first(_IDEMPOTENCY_FIELD)
+        if not key:
+            return uuid.uuid4().hex
+        if len(key) > _MAX_KEY or not key.isprintable():
+            raise _Refused(400, f"bad Idempotency-Key (printable, at most {_MAX_KEY} characters)")
+        digest = hashlib.sha256()
+        for part in (sender_id, key, text, *(f"{a.name}:{a.size}" for a in posted.files)):
+            digest.update(part.encode() + b"\x1f")
+        return "idem-" + base64.b32encode(digest.digest()[:20]).decode().lower()
+
+    # --- replies --------------------------------------------------------------------------
+
+    async def send_reply(self, reply: OutboundReply) -> None:
+        """Email an agent's reply to the customer (needs the ``smtp:`` section)."""
+        mailer = self.bridge.mailer
+        if mailer is None:
+            raise ReplyNotSupported(f"source {self.name!r}: no smtp: section, so replies to "
+                                    "web-form customers cannot be emailed")
+        to = reply.reply_context.get("email")
+        if not to:
+            raise ReplyNotSupported("the customer left no email address")
+        name = " ".join(str(reply.reply_context.get("name") or "").split())
+        await mailer.send(to=formataddr((name, str(to))) if name else str(to),
+                          subject=f"Re: your message to {self.settings.title}",
+                          text=reply.text, from_name=reply.agent_name)
+
+
+def _wants_json(request: web.Request) -> bool:
+    return ("application/json" in request.headers.get("Accept", "")
+            or request.content_type == "application/json")
+
+
+def _render(extras: dict[str, list[str]]) -> str:
+    """Fields beyond the mapped ones (a customer's own form), as ``name: value`` lines."""
+    return "\n".join(f"{name}: {', '.join(values)}" for name, values in extras.items())
+
+
+def _page(referer: str | None) -> str | None:
+    """The posting page without query or fragment (they may hold tokens)."""
+    if not referer or origin_of(referer) is None:
+        return None
+    parts = urlsplit(referer)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:500]
