@@ -73,7 +73,9 @@ class EchoSource(Source):
 
 
 class EchoPlugin:
-    """Registers ``EchoSource``."""
+    """Registers ``EchoSource``; ``sent`` holds the replies its sources sent back."""
+
+    sent = EchoSource.sent
 
     @hookimpl
     def livebridge_source_types(self) -> list[type[Source]]:

@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import EchoSource
-
 from livebridge import OutboundReply, hookimpl
 from livebridge.livedesk.webhook import sign_webhook
 
@@ -51,13 +49,13 @@ async def test_emulator_agent_reply_reaches_the_source(make_bridge: Any, echo: A
     bridge.emulator.webhook_secret = SECRET
     conversation = await conversation_for(bridge, echo_post)
     reply = await bridge.emulator.agent_reply(conversation, "We are on it")
-    await bridge.wait_for(lambda: len(EchoSource.sent) == 1)
-    [sent] = EchoSource.sent
+    await bridge.wait_for(lambda: len(echo.sent) == 1)
+    [sent] = echo.sent
     assert (sent.text, sent.thread_key) == ("We are on it", "t1") and sent.agent_name
     assert sent.livedesk_message_id == reply["id"] and sent.conversation_id == conversation
     assert sent.reply_context == {"thread": "t1"}
     # the bridge's own incoming message also came back as a webhook: it was ignored
-    assert len(EchoSource.sent) == 1
+    assert len(echo.sent) == 1
 
 
 async def test_forged_stale_and_unsigned_webhooks_change_nothing(make_bridge: Any, echo: Any,
@@ -79,9 +77,9 @@ async def test_forged_stale_and_unsigned_webhooks_change_nothing(make_bridge: An
     assert resp.status == 200 and (await resp.json()) == {"queued": True, "duplicate": False}
     again = await bridge.client.post("/livedesk/webhook", data=raw, headers=headers)
     assert (await again.json()) == {"queued": False, "duplicate": True}
-    await bridge.wait_for(lambda: len(EchoSource.sent) == 1)
+    await bridge.wait_for(lambda: len(echo.sent) == 1)
     await bridge.wait_idle()
-    assert len(EchoSource.sent) == 1
+    assert len(echo.sent) == 1
 
 
 async def test_only_public_agent_replies_to_known_conversations(make_bridge: Any, echo: Any,
@@ -102,7 +100,7 @@ async def test_only_public_agent_replies_to_known_conversations(make_bridge: Any
     assert big.status == 413
     no_id = await bridge.client.post("/livedesk/webhook", json=event(conversation, id=None))
     assert no_id.status == 422
-    assert (await bridge.daemon.store.stats()).depth == 0 and EchoSource.sent == []
+    assert (await bridge.daemon.store.stats()).depth == 0 and echo.sent == []
 
 
 async def test_reply_retries_and_dead_letters_like_inbound(make_bridge: Any, echo: Any,
@@ -112,7 +110,7 @@ async def test_reply_retries_and_dead_letters_like_inbound(make_bridge: Any, ech
     gone = await conversation_for(bridge, echo_post, thread="gone")
     await bridge.client.post("/livedesk/webhook", json=event(flaky, 1))
     await bridge.client.post("/livedesk/webhook", json=event(gone, 2))
-    await bridge.wait_for(lambda: [r.text for r in EchoSource.sent] ==
+    await bridge.wait_for(lambda: [r.text for r in echo.sent] ==
                           ["(failed attempt)", "Hello from Ann"])
     await bridge.wait_idle()
     [letter] = await bridge.daemon.store.dead_letters()
@@ -139,4 +137,4 @@ async def test_reply_hooks_can_drop_and_observe(make_bridge: Any, echo: Any,
     assert (await dropped.json()) == {"ignored": "dropped by a plugin hook"}
     await bridge.client.post("/livedesk/webhook", json=event(conversation, 2, content="ok"))
     await bridge.wait_for(lambda: seen == ["ok"])
-    assert [r.text for r in EchoSource.sent] == ["ok"]
+    assert [r.text for r in echo.sent] == ["ok"]
