@@ -52,6 +52,10 @@ class FakeSlack:
         self.posted: list[dict[str, Any]] = []
         self.calls: list[tuple[str, Params]] = []
         self.fail_users_info = False
+        #: Seconds users.info takes to answer (a slow Slack).
+        self.users_info_delay = 0.0
+        #: Answer chat.postMessage with this error ("ratelimited": HTTP 429, Retry-After 7).
+        self.fail_post_message: str | None = None
         self.socket_connections = 0
         self._last_ts_us = 0
         self._sockets: list[web.WebSocketResponse] = []
@@ -129,6 +133,8 @@ class FakeSlack:
             return _error("not_allowed_token_type")
         if token != required:
             return _error("invalid_auth")
+        if method == "users.info" and self.users_info_delay:
+            await asyncio.sleep(self.users_info_delay)
         return handler(request, params)
 
     def _auth_test(self, request: web.Request, params: Params) -> web.Response:
@@ -149,6 +155,10 @@ class FakeSlack:
         return _ok(user=user) if user is not None else _error("user_not_found")
 
     def _chat_post_message(self, request: web.Request, params: Params) -> web.Response:
+        if self.fail_post_message == "ratelimited":
+            return _error("ratelimited", status=429, headers={"Retry-After": "7"})
+        if self.fail_post_message:
+            return _error(self.fail_post_message)
         channel = params.get("channel")
         if not channel:
             return _error("channel_not_found")
@@ -218,7 +228,7 @@ class FakeSlack:
         if future is not None and not future.done():
             future.set_result(ack)
 
-    async def wait_for_socket_client(self, timeout: float = 10) -> None:  # noqa: ASYNC109
+    async def wait_for_socket_client(self, timeout: float = 10) -> None:
         """Wait until a Socket Mode client is connected and has been sent "hello"."""
         async with asyncio.timeout(timeout):
             await self._socket_ready.wait()
@@ -229,7 +239,7 @@ class FakeSlack:
         *,
         retry_attempt: int = 0,
         envelope_id: str | None = None,
-        timeout: float = 10,  # noqa: ASYNC109 - part of the test API
+        timeout: float = 10,
     ) -> dict[str, Any]:
         """Push an events_api envelope to the newest client and return its ack.
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from aiohttp.web import Application
 from livebridge_slack.fake import FakeSlack
 from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
@@ -19,7 +18,6 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 BOT_TOKEN = "xoxb-test"
-AiohttpServer = Callable[[Application], Awaitable[TestServer]]
 
 MESSAGE_EVENT = {
     "token": "x",
@@ -38,23 +36,6 @@ MESSAGE_EVENT = {
     "event_id": "Ev0PV52K21",
     "event_time": 1355517523,
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # slack_sdk routes every request (even to localhost) through HTTP(S)_PROXY if set.
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def slack() -> FakeSlack:
-    return FakeSlack()
-
-
-@pytest.fixture
-async def server(aiohttp_server: AiohttpServer, slack: FakeSlack) -> TestServer:
-    return await aiohttp_server(slack.app())
 
 
 def web_client(server: TestServer, token: str | None = BOT_TOKEN) -> AsyncWebClient:

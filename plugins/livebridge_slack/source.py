@@ -1,0 +1,406 @@
+"""The ``slack`` source: Slack messages in (Events API over HTTP, or Socket Mode), agent
+replies out (``chat.postMessage`` in the customer's thread).
+
+Both transports hand the Events API payload to one path, ``SlackSource.receive``: filter
+(bots, the bridge's own posts, system subtypes, channels not bridged), dedupe on
+``event_id``, look the user up (cached, never blocking for long) and accept durably. Slack
+is answered only after that, and never waits for Livedesk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from livebridge import (
+    AcceptResult,
+    Attachment,
+    Bridge,
+    InboundMessage,
+    LivebridgeError,
+    OutboundReply,
+    Overloaded,
+    Permanent,
+    Retryable,
+    Sender,
+    Source,
+    SourceSettings,
+    StoreUnavailable,
+    read_body,
+)
+from livebridge.config import Duration
+from livebridge_slack.api import TRANSPORT_ERRORS, error_of, is_transient, retry_after
+from livebridge_slack.users import UserDirectory
+
+__all__ = ["SlackSettings", "SlackSource"]
+
+#: Subtypes that are a person writing; every other subtype is a bot, an edit or a system note.
+KEPT_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+#: ``channels: dms`` bridges direct messages: one-to-one and group DMs.
+DM_TYPES = frozenset({"im", "mpim"})
+#: Slack's replay window for signed requests (seconds).
+MAX_SIGNATURE_AGE = 300
+#: Timeout of the Web API calls outside the request path (auth.test, chat.postMessage,
+#: opening the Socket Mode connection).
+API_TIMEOUT = 15.0
+#: How long the bridge remembers the ``ts`` of its own posts, to drop their echo.
+POSTED_TTL = 86400.0
+
+_SECRET_ENV = {
+    "signing_secret": ("events", "SLACK_SIGNING_SECRET"),
+    "app_token": ("socket", "SLACK_APP_TOKEN"),
+}
+_FALLBACKS: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
+
+
+class SlackSettings(SourceSettings):
+    """``type: slack``.
+
+    ``conversation`` picks what one Livedesk conversation is: a Slack ``thread`` (a top-level
+    message and its replies; the default), a whole ``channel`` or DM, or a ``sender``. Agent
+    replies go to the channel of the customer's latest message: in ``thread`` granularity
+    always into the thread; in ``channel`` and ``sender`` granularity into the thread only
+    when that message was written in one, else top-level (the channel is the conversation).
+    """
+
+    path: str = "/slack/events"
+    mode: Literal["events", "socket"] = Field(
+        default="events", description="events: Slack POSTs to `path`; socket: Socket Mode")
+    signing_secret: SecretStr | None = Field(default=None, validate_default=True,
+                                             description="required in events mode")
+    bot_token: SecretStr = Field(description="xoxb-...: auth.test, users.info, chat.postMessage")
+    app_token: SecretStr | None = Field(default=None, validate_default=True,
+                                        description="xapp-...: required in socket mode")
+    api_url: str = "https://slack.com/api/"
+    channels: Literal["all", "dms"] | Annotated[list[str], Field(min_length=1)] = Field(
+        default="all", description="all the app is in, dms only, or a list of channel ids")
+    conversation: Literal["thread", "channel", "sender"] = "thread"
+    user_cache_ttl: Duration = 3600.0
+    user_cache_size: int = Field(default=10_000, ge=1)
+    user_lookup_timeout: Duration = 1.0
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    @field_validator("signing_secret", "app_token")
+    @classmethod
+    def _required_by_mode(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        mode, env = _SECRET_ENV[str(info.field_name)]
+        if value is not None and value.get_secret_value():
+            return value
+        if info.data.get("mode") == mode:
+            raise ValueError(f"required in {mode} mode (e.g. {info.field_name}: ${{{env}}})")
+        return None
+
+    @field_validator("bot_token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty (e.g. bot_token: ${SLACK_BOT_TOKEN})")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+
+def _fallback_counter(registry: CollectorRegistry) -> Counter:
+    """``livebridge_slack_profile_fallbacks_total``, registered once per daemon registry."""
+    if registry not in _FALLBACKS:
+        _FALLBACKS[registry] = Counter(
+            "livebridge_slack_profile_fallbacks_total",
+            "Slack senders accepted without their profile (users.info failed or paused).",
+            ("source",), registry=registry,
+        )
+    return _FALLBACKS[registry]
+
+
+def _posted_key(channel: str, ts: str) -> str:
+    return f"posted:{channel}:{ts}"
+
+
+def _attachments(files: Any) -> list[Attachment]:
+    """Slack ``files`` as links: name, type, size and the file's Slack URL."""
+    if not isinstance(files, list):
+        return []
+    return [
+        Attachment(
+            name=str(f.get("name") or f.get("title") or f.get("id") or "file"),
+            content_type=str(f.get("mimetype") or "application/octet-stream"),
+            size=f["size"] if isinstance(f.get("size"), int) else None,
+            url=f.get("permalink") or f.get("url_private") or None,
+        )
+        for f in files
+        if isinstance(f, dict)
+    ]
+
+
+class SlackSource(Source):
+    """Slack workspaces the app is installed in, as a livebridge source."""
+
+    type_name = "slack"
+    Settings = SlackSettings
+    settings: SlackSettings
+
+    def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
+        super().__init__(settings, bridge)
+        s = self.settings
+        self.web = AsyncWebClient(token=s.bot_token.get_secret_value(), base_url=s.api_url)
+        self._verifier = (SignatureVerifier(s.signing_secret.get_secret_value())
+                          if s.signing_secret is not None else None)
+        self._users = UserDirectory(self.web, ttl=s.user_cache_ttl, size=s.user_cache_size,
+                                    timeout=s.user_lookup_timeout,
+                                    on_fallback=self._profile_fallback)
+        self._fallbacks = _fallback_counter(bridge.metrics.registry).labels(source=self.name)
+        self._bot_users: set[str] = set()
+        self._socket: SocketModeClient | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        """The Events API endpoint (events mode only)."""
+        return [web.post(self.settings.path, self.handle)] if self.settings.mode == "events" else []
+
+    def describe(self) -> Mapping[str, Any]:
+        """Name, type, mode and (events mode) path."""
+        events = self.settings.mode == "events"
+        return {**super().describe(), "mode": self.settings.mode,
+                "path": self.settings.path if events else None}
+
+    async def start(self) -> None:
+        """Learn the app's bot user (``auth.test``); in socket mode, connect."""
+        self.web.session = self.bridge.http
+        await self._learn_bot_user()
+        if self.settings.mode == "socket":
+            self._socket = await self._open_socket()
+
+    async def stop(self) -> None:
+        """Close the Socket Mode connection, if any."""
+        if self._socket is not None:
+            await self._socket.close()  # type: ignore[no-untyped-call]
+            self._socket = None
+
+    # --- events mode ----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """``POST`` handler of the Events API: verify, then ``receive``, then answer."""
+        try:
+            body = await read_body(request, self.settings.max_body_bytes)
+        except web.HTTPRequestEntityTooLarge:
+            return self.reject(request, 413, "body too large")
+        problem = self._signature_problem(request.headers, body)
+        if problem:
+            return self.reject(request, 401, problem)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return self.reject(request, 400, "malformed JSON")
+        if not isinstance(payload, dict):
+            return self.reject(request, 400, "expected a JSON object")
+        if payload.get("type") == "url_verification":
+            return web.json_response({"challenge": payload.get("challenge")})
+        retry = request.headers.get("X-Slack-Retry-Num", "")
+        try:
+            result, reason = await self.receive(payload, retry=int(retry) if retry.isdigit() else 0)
+        except (Overloaded, StoreUnavailable) as exc:
+            return self.reject(request, 503, "busy", detail={"retry_after": exc.retry_after},
+                               headers={"Retry-After": str(exc.retry_after)})
+        return web.json_response({"ok": True, "result": result.value, "reason": reason})
+
+    def _signature_problem(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """Why the request is not Slack's (v0 signature, 5-minute window), or None."""
+        assert self._verifier is not None  # the settings require the secret in events mode
+        timestamp = headers.get("X-Slack-Request-Timestamp")
+        signature = headers.get("X-Slack-Signature")
+        if not timestamp or not signature:
+            return "unsigned"
+        try:
+            age = abs(self._verifier.clock.now() - int(timestamp))
+        except ValueError:
+            return "bad timestamp"
+        if age > MAX_SIGNATURE_AGE:
+            return "stale timestamp"
+        try:
+            valid = self._verifier.is_valid(body, timestamp, signature)
+        except UnicodeDecodeError:
+            valid = False
+        return None if valid else "bad signature"
+
+    # --- socket mode ----------------------------------------------------------------------
+
+    async def _open_socket(self) -> SocketModeClient:
+        """A connected Socket Mode client. The URL is fetched first, under a timeout: given a
+        refused app token, ``connect()`` alone would retry forever."""
+        assert self.settings.app_token is not None  # the settings require it in socket mode
+        client = SocketModeClient(app_token=self.settings.app_token.get_secret_value(),
+                                  web_client=self.web)
+        client.socket_mode_request_listeners.append(self._on_socket_request)
+        try:
+            async with asyncio.timeout(API_TIMEOUT):
+                client.wss_uri = await client.issue_new_wss_url()
+                await client.connect()  # type: ignore[no-untyped-call]
+        except TRANSPORT_ERRORS as exc:  # SlackApiError included
+            await client.close()  # type: ignore[no-untyped-call]
+            raise LivebridgeError(
+                f"slack source {self.name!r}: cannot open Socket Mode ({exc!r}); "
+                "check app_token (SLACK_APP_TOKEN) and api_url"
+            ) from exc
+        self.log.info("slack socket mode connected")
+        return client
+
+    async def _on_socket_request(self, client: AsyncBaseSocketModeClient,
+                                 request: SocketModeRequest) -> None:
+        """Ack an envelope once its event is accepted; not when the bridge is busy, so that
+        Slack delivers it again."""
+        if request.type == "events_api":
+            try:
+                await self.receive(request.payload, retry=request.retry_attempt or 0)
+            except (Overloaded, StoreUnavailable) as exc:
+                self.log.warning("slack envelope not acknowledged, Slack will resend it",
+                                 envelope_id=request.envelope_id, error=str(exc))
+                return
+        await client.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
+
+    # --- both transports ------------------------------------------------------------------
+
+    async def receive(self, payload: Mapping[str, Any], *, retry: int = 0
+                      ) -> tuple[AcceptResult, str | None]:
+        """Normalize one Events API payload and accept it; returns the result and, when
+        dropped, why. Raises ``Overloaded`` / ``StoreUnavailable`` (do not ack)."""
+        result, reason = await self._offer(payload)
+        if result is AcceptResult.DROPPED:
+            self.bridge.metrics.dropped.labels(source=self.name, reason=reason).inc()
+        self.log.info("slack event", event_id=payload.get("event_id"), result=result.value,
+                      reason=reason, retry=retry)
+        return result, reason
+
+    async def _offer(self, payload: Mapping[str, Any]) -> tuple[AcceptResult, str | None]:
+        event = payload.get("event")
+        if payload.get("type") != "event_callback" or not isinstance(event, dict):
+            return AcceptResult.DROPPED, "not an event"
+        self._learn_bot_users(payload)
+        reason = self._skip_reason(event)
+        if reason is not None:
+            return AcceptResult.DROPPED, reason
+        event_id = str(payload.get("event_id") or "")
+        team = str(payload.get("team_id") or event.get("team") or "")
+        if not event_id or not team:
+            return AcceptResult.DROPPED, "incomplete event"
+        if await self.bridge.seen(self, event_id):
+            self.bridge.metrics.deduplicated.labels(source=self.name).inc()
+            return AcceptResult.DUPLICATE, None
+        if await self.bridge.state(self).get(_posted_key(event["channel"], event["ts"])):
+            return AcceptResult.DROPPED, "own post"
+        sender = await self._users.sender(str(event.get("user_team") or team), event["user"])
+        message = self._message(event_id, team, event, sender)
+        return await self.bridge.accept(message, self), None
+
+    def _learn_bot_users(self, payload: Mapping[str, Any]) -> None:
+        """The app's bot user, from the payload's ``authorizations``."""
+        for authorization in payload.get("authorizations") or []:
+            if isinstance(authorization, dict) and authorization.get("is_bot"):
+                user = authorization.get("user_id")
+                if isinstance(user, str) and user:
+                    self._bot_users.add(user)
+
+    def _skip_reason(self, event: Mapping[str, Any]) -> str | None:
+        """Why ``event`` is not a customer's message to bridge, or None."""
+        if event.get("type") != "message":
+            return "not a message"
+        if event.get("bot_id") or event.get("subtype") == "bot_message":
+            return "bot message"
+        if event.get("hidden") or event.get("subtype") not in KEPT_SUBTYPES:
+            return "system message"
+        fields = (event.get("user"), event.get("channel"), event.get("ts"))
+        if not all(isinstance(v, str) and v for v in fields):
+            return "incomplete event"
+        if event["user"] in self._bot_users:
+            return "own bot user"
+        channels = self.settings.channels
+        if isinstance(channels, list):
+            bridged = event["channel"] in channels
+        else:
+            bridged = channels == "all" or event.get("channel_type") in DM_TYPES
+        return None if bridged else "channel not bridged"
+
+    def _message(self, event_id: str, team: str, event: Mapping[str, Any],
+                 sender: Sender) -> InboundMessage:
+        channel, ts = event["channel"], event["ts"]
+        root = event.get("thread_ts") or ts
+        in_thread = root != ts
+        granularity = self.settings.conversation
+        thread_key = {
+            "thread": f"{team}:{channel}:{root}",
+            "channel": f"{team}:{channel}",
+            "sender": sender.external_id,
+        }[granularity]
+        metadata = {"slack_team": team, "slack_channel": channel,
+                    "slack_channel_type": event.get("channel_type")}
+        return InboundMessage(
+            source=self.name, event_id=event_id, sender=sender, thread_key=thread_key,
+            text=str(event.get("text") or ""), attachments=_attachments(event.get("files")),
+            message_ref=f"{channel}:{ts}", reply_to=f"{channel}:{root}" if in_thread else None,
+            metadata={k: v for k, v in metadata.items() if v},
+            reply_context={"team": team, "channel": channel,
+                           "thread_ts": root if granularity == "thread" or in_thread else None},
+        )
+
+    # --- Web API --------------------------------------------------------------------------
+
+    async def _learn_bot_user(self) -> None:
+        """The app's own bot user, from ``auth.test``; a refused bot token stops the start."""
+        try:
+            async with asyncio.timeout(API_TIMEOUT):
+                auth = await self.web.auth_test()
+        except SlackApiError as exc:
+            if not is_transient(exc):
+                raise LivebridgeError(
+                    f"slack source {self.name!r}: Slack refused the bot token "
+                    f"(auth.test: {error_of(exc)}); check bot_token (SLACK_BOT_TOKEN)"
+                ) from exc
+            error = error_of(exc)
+        except TRANSPORT_ERRORS as exc:
+            error = repr(exc)
+        else:
+            self._bot_users.add(str(auth["user_id"]))
+            return
+        self.log.warning("slack auth.test failed; learning the bot user from events", error=error)
+
+    def _profile_fallback(self, user: str, why: str) -> None:
+        self._fallbacks.inc()
+        self.log.warning("slack profile unavailable; using the user id as the name",
+                         user=user, error=why)
+
+    async def send_reply(self, reply: OutboundReply) -> None:
+        """Post the agent's reply with ``chat.postMessage`` where the customer wrote, and
+        remember its ``ts`` so that its echo is dropped."""
+        channel = reply.reply_context.get("channel")
+        if not channel:
+            raise Permanent("no Slack channel recorded for this conversation")
+        try:
+            async with asyncio.timeout(API_TIMEOUT):
+                posted = await self.web.chat_postMessage(
+                    channel=channel, text=reply.text,
+                    thread_ts=reply.reply_context.get("thread_ts"),
+                )
+        except SlackApiError as exc:
+            error = error_of(exc)
+            message = f"slack chat.postMessage: {error}"
+            if is_transient(exc):
+                raise Retryable(message, retry_after=retry_after(exc), response=error) from exc
+            raise Permanent(message, response=error) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise Retryable(f"slack chat.postMessage: {exc!r}") from exc
+        await self.bridge.state(self).set(_posted_key(channel, str(posted["ts"])), "1",
+                                          ttl=POSTED_TTL)

@@ -1,0 +1,47 @@
+"""Slack test fixtures: the local fake Slack over HTTP, and a bridge with a slack source."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from aiohttp.web import Application
+from livebridge_slack.fake import FakeSlack
+from slack_helpers import SECRET
+
+from livebridge.testing import BridgeHarness
+
+AiohttpServer = Callable[[Application], Awaitable[TestServer]]
+StartBridge = Callable[..., Awaitable[BridgeHarness]]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # slack_sdk routes every request (even to localhost) through HTTP(S)_PROXY if set.
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def slack() -> FakeSlack:
+    return FakeSlack()
+
+
+@pytest.fixture
+async def server(aiohttp_server: AiohttpServer, slack: FakeSlack) -> TestServer:
+    return await aiohttp_server(slack.app())
+
+
+@pytest.fixture
+def start(server: TestServer, make_bridge: Any) -> StartBridge:
+    """``await start(**source_settings, delivery={...})``: a daemon with one slack source
+    talking to the fake Slack (set up after it, so stopped before it)."""
+
+    async def factory(delivery: dict[str, Any] | None = None, **settings: Any) -> BridgeHarness:
+        source = {"type": "slack", "signing_secret": SECRET, "bot_token": "xoxb-test",
+                  "api_url": str(server.make_url("/api/")), **settings}
+        return await make_bridge({"sources": [source], "delivery": delivery or {}})  # type: ignore[no-any-return]
+
+    return factory
