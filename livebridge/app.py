@@ -66,7 +66,7 @@ class Daemon(Bridge):
         self.emulated = config.livedesk.emulated
         types = collect_source_types(pm)
         self.sources: dict[str, Source] = {
-            s.name: types[s.type](s, self) for s in config.source_settings()
+            s.name: types[s.type](s, self) for s in config.sources
         }
         self.store = create_store(config.store)
         self.emulator: Emulator | None = None

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Config", "Duration", "load_config", "parse_duration"]
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_BOOL = TypeAdapter(bool)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
@@ -159,13 +161,10 @@ class Config(_Section):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     smtp: Annotated[SMTPConfig | None, BeforeValidator(_no_host_no_smtp)] = None
+    #: The enabled source entries, each validated by the plugin that owns its type.
     sources: list[Any] = Field(default_factory=list)
     #: Where the config came from (set by ``load_config``).
     path: str = Field(default="<memory>", exclude=True)
-
-    def source_settings(self) -> list[SourceSettings]:
-        """The validated, enabled source entries."""
-        return [s for s in self.sources if s.enabled]
 
     def secrets(self) -> list[str]:
         """Every secret value in the config (to mask in logs and output)."""
@@ -317,12 +316,19 @@ def _parse_sources(
             )
             continue
         try:
+            enabled = _BOOL.validate_python(entry.get("enabled", True))
+        except ValidationError:
+            problems.append(f"{loc}.enabled: expected true or false")
+            continue
+        if not enabled:  # a switched-off source may lack its secrets; it is not started
+            continue
+        try:
             item = source_type.Settings.model_validate(entry)
         except ValidationError as exc:
             problems.extend(_describe(loc, exc))
             continue
         item.name = item.name or item.type
-        if item.enabled and item.name in names:
+        if item.name in names:
             problems.append(
                 f"{loc}.name: {item.name!r} is already used by sources[{names[item.name]}]; "
                 "give each source a unique name"

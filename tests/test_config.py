@@ -156,3 +156,18 @@ def test_plugins_lists_types_and_hooks() -> None:
     result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
     assert "form" in result.stdout and "livebridge_source_types" in result.stdout
+
+
+def test_a_switched_off_source_needs_no_secrets_but_a_known_type(tmp_path: Path) -> None:
+    config = load_config(ROOT / "bridge.yaml", TYPES, env={"SLACK_ENABLED": "false"})
+    assert [s.type for s in config.sources] == ["form"]
+    text = problems(tmp_path, "sources:\n  - type: nope\n    enabled: false\n"
+                              "  - type: form\n    enabled: maybe\n")
+    assert "sources[0].type: unknown source type 'nope'" in text
+    assert "sources[1].enabled: expected true or false" in text
+
+
+def test_slack_switched_on_without_secrets_refuses_to_start() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "bridge.yaml", TYPES, env={"SLACK_ENABLED": "true"})
+    assert "sources[1].signing_secret" in str(info.value)
