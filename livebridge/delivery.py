@@ -20,7 +20,7 @@ import aiohttp
 import structlog
 
 from livebridge.config import DeliveryConfig
-from livebridge.exceptions import Permanent, ReplyNotSupported, Retryable
+from livebridge.exceptions import Permanent, ReplyNotSupported, Retryable, StoreUnavailable
 from livebridge.livedesk.client import LivedeskError
 from livebridge.metrics import Metrics
 from livebridge.store import OutboxItem, Store
@@ -56,6 +56,8 @@ def classify(exc: BaseException) -> Retryable | Permanent:
     """Map a delivery failure to what the dispatcher does with it."""
     if isinstance(exc, Retryable | Permanent):
         return exc
+    if isinstance(exc, StoreUnavailable):  # the store blipped mid-delivery: not the item's fault
+        return Retryable(f"store: {exc}")
     if isinstance(exc, ReplyNotSupported):
         return Permanent(f"not deliverable: {exc}")
     if isinstance(exc, LivedeskError):

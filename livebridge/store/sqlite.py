@@ -255,9 +255,9 @@ class SQLiteStore(Store):
         return await self._run(op)
 
     async def complete(self, item: OutboxItem) -> None:
-        await self._run(lambda c: _remove_head(c, item))
-        self._depth -= 1
-        self._work.set()
+        if await self._run(lambda c: _remove_head(c, item)):
+            self._depth -= 1
+            self._work.set()
 
     async def retry(self, item: OutboxItem, delay: float, error: str) -> None:
         def op(c: sqlite3.Connection) -> None:
@@ -273,18 +273,20 @@ class SQLiteStore(Store):
         await self._run(op)
 
     async def dead_letter(self, item: OutboxItem, reason: str, response: str | None) -> None:
-        def op(c: sqlite3.Connection) -> None:
+        def op(c: sqlite3.Connection) -> bool:
+            if not _remove_head(c, item):
+                return False
             c.execute(
                 "INSERT INTO dead_letters (kind, source, thread, payload, created_at, failed_at,"
                 " attempts, reason, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (item.kind, item.source, item.thread, item.payload, item.created_at, time.time(),
                  item.attempts + 1, reason, response),
             )
-            _remove_head(c, item)
+            return True
 
-        await self._run(op)
-        self._depth -= 1
-        self._work.set()
+        if await self._run(op):
+            self._depth -= 1
+            self._work.set()
 
     async def release_all(self) -> None:
         if self.exclusive:  # this daemon owns the file: every lease is a dead process's
@@ -410,14 +412,16 @@ def _insert_item(
     )
 
 
-def _remove_head(c: sqlite3.Connection, item: OutboxItem) -> None:
-    c.execute("DELETE FROM outbox WHERE id=?", (int(item.id),))
+def _remove_head(c: sqlite3.Connection, item: OutboxItem) -> bool:
+    if not c.execute("DELETE FROM outbox WHERE id=?", (int(item.id),)).rowcount:
+        return False  # already gone: a late answer after the lease ran out; leave the thread
     if c.execute("SELECT 1 FROM outbox WHERE thread=? LIMIT 1", (item.thread,)).fetchone():
         c.execute(
             "UPDATE threads SET due_at=?, leased_until=0 WHERE thread=?", (time.time(), item.thread)
         )
     else:
         c.execute("DELETE FROM threads WHERE thread=?", (item.thread,))
+    return True
 
 
 def _int_id(letter_id: str) -> int:
