@@ -24,6 +24,8 @@ __all__ = ["MAX_CONTENT", "Delivery", "LivedeskSink", "render_content"]
 
 #: Livedesk (Chatwoot) refuses longer message content.
 MAX_CONTENT = 150_000
+#: How long a delivered message can be named as ``reply_to`` (the map is purged after).
+MESSAGE_REF_TTL = 90 * 86400
 _TAKEN = "has already been taken"
 
 log = structlog.get_logger("livebridge.sink")
@@ -91,7 +93,7 @@ class LivedeskSink:
                                                       in_reply_to=in_reply_to)
         delivery = Delivery(contact_id, conversation_id, int(posted["id"]))
         await self.store.kv_set("message", self._key(message.source, message.ref),
-                                str(delivery.message_id))
+                                str(delivery.message_id), MESSAGE_REF_TTL)
         await self.store.kv_set(
             "thread", f"{self.inbox_id}|{conversation_id}",
             json.dumps({"source": message.source, "thread_key": message.thread_key,
