@@ -1,0 +1,431 @@
+"""One small adapter per provider: authenticate the request as that provider signs it, and
+read it into a ``ParsedEmail`` (through ``parse``; no provider parses MIME its own way)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formataddr
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl
+
+import aiohttp
+from aiohttp import BodyPartReader, web
+
+from livebridge import read_body
+from livebridge_email.parse import (
+    ParsedAttachment,
+    ParsedEmail,
+    decode_text,
+    header_block,
+    parse_bytes,
+    parse_fields,
+)
+from livebridge_email.sns import (
+    CertificateUnavailable,
+    Fetch,
+    SNSError,
+    SNSVerifier,
+    is_sns_url,
+)
+
+if TYPE_CHECKING:
+    from livebridge_email.source import EmailSource
+
+__all__ = ["PROVIDERS", "Incoming", "Provider", "Refused"]
+
+_FETCH_MAX_BYTES = 64 * 1024
+
+
+class Refused(Exception):
+    """The request is refused; nothing is stored. ``status`` is the natural HTTP answer."""
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+@dataclass(slots=True)
+class Incoming:
+    """An authenticated mail, with what the provider adds to it."""
+
+    mail: ParsedEmail
+    #: The provider's own reply text without quotes and signature, when it gives one.
+    stripped: str | None = None
+    #: Reply-address tags the provider names itself (Postmark's MailboxHash).
+    tokens: list[str] = field(default_factory=list)
+    #: A one-time request token to remember once the request is answered (Mailgun).
+    nonce: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    data: bytes
+    filename: str | None = None
+    content_type: str | None = None
+
+    def text(self, charset: str | None = "utf-8") -> str:
+        return decode_text(self.data, charset)
+
+
+class Provider(ABC):
+    """Turns one provider's webhook request into an ``Incoming`` mail."""
+
+    name: ClassVar[str]
+    #: The answer that stops the provider's retries of a permanent refusal, if it has one.
+    stop_status: ClassVar[int | None] = None
+
+    def __init__(self, source: EmailSource) -> None:
+        self.source = source
+        self.settings = source.settings
+
+    @abstractmethod
+    async def receive(self, request: web.Request) -> Incoming | None:
+        """The mail in ``request``, or None when it carries none (answered 200).
+        Raises ``Refused``."""
+
+    # --- helpers shared by the adapters ---------------------------------------------------
+
+    def check_basic_auth(self, request: web.Request) -> None:
+        """Refuse (401) unless the request has the configured Basic credentials."""
+        user = self.settings.webhook_user or ""
+        password = self.settings.webhook_password.get_secret_value() \
+            if self.settings.webhook_password else ""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        given_user = given_password = ""
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            given_user, _, given_password = decoded.partition(":")
+        user_ok = hmac.compare_digest(given_user.encode(), user.encode())
+        if not (user_ok & hmac.compare_digest(given_password.encode(), password.encode())):
+            raise Refused(401, "bad credentials",
+                          headers={"WWW-Authenticate": 'Basic realm="livebridge"'})
+
+    async def body(self, request: web.Request) -> bytes:
+        """The raw body, refused (413) past ``max_body_bytes``."""
+        try:
+            return await read_body(request, self.settings.max_body_bytes)
+        except web.HTTPRequestEntityTooLarge:
+            raise Refused(413, "body too large") from None
+
+    async def json_body(self, request: web.Request) -> dict[str, Any]:
+        """The body as a JSON object, refused (400) otherwise."""
+        try:
+            data = json.loads(await self.body(request))
+        except ValueError:
+            raise Refused(400, "malformed JSON") from None
+        if not isinstance(data, dict):
+            raise Refused(400, "expected a JSON object")
+        return data
+
+    async def form(self, request: web.Request) -> dict[str, _Field]:
+        """A urlencoded or multipart form as raw bytes per field (charsets decoded later)."""
+        if request.content_type == "application/x-www-form-urlencoded":
+            body = (await self.body(request)).decode("utf-8", "replace")
+            return {k: _Field(v.encode()) for k, v in parse_qsl(body, keep_blank_values=True)}
+        if request.content_type != "multipart/form-data":
+            raise Refused(415, "expected a form post")
+        fields: dict[str, _Field] = {}
+        total, limit = 0, self.settings.max_body_bytes
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise Refused(400, "nested multipart form")
+                data = bytearray()
+                while chunk := await part.read_chunk():
+                    total += len(chunk)
+                    if total > limit:
+                        raise Refused(413, "body too large")
+                    data.extend(chunk)
+                fields[part.name or ""] = _Field(bytes(part.decode(data)), part.filename,
+                                                 part.headers.get(aiohttp.hdrs.CONTENT_TYPE))
+        except (ValueError, AssertionError) as exc:
+            raise Refused(400, f"malformed multipart form: {exc}") from None
+        return fields
+
+    def attachment(self, name: str | None, content_type: str | None,
+                   data: bytes) -> ParsedAttachment:
+        """A file, its bytes kept up to ``attachment_max_bytes``."""
+        keep = len(data) <= self.settings.attachment_max_bytes
+        return ParsedAttachment(name=name, content_type=content_type or
+                                "application/octet-stream", size=len(data),
+                                data=data if keep else None)
+
+    async def parse_raw(self, raw: bytes) -> ParsedEmail:
+        """A whole MIME message (parsed in a worker thread), refused (400) when empty."""
+        if not raw.strip():
+            raise Refused(400, "empty message")
+        return await asyncio.to_thread(parse_bytes, raw, self.settings.attachment_max_bytes)
+
+    async def parse_fields(self, headers: EmailMessage, text: str | None, html: str | None,
+                           files: list[ParsedAttachment]) -> ParsedEmail:
+        """A provider's parsed fields (HTML converted in a worker thread)."""
+        return await asyncio.to_thread(parse_fields, headers, text, html, files)
+
+
+class Mailgun(Provider):
+    """Mailgun route ``forward()``: parsed fields (or ``body-mime``), HMAC-signed."""
+
+    name = "mailgun"
+    stop_status = 406
+
+    async def receive(self, request: web.Request) -> Incoming | None:
+        form = await self.form(request)
+        timestamp, token, signature = (
+            form[k].text() if k in form else "" for k in ("timestamp", "token", "signature"))
+        assert self.settings.signing_key is not None
+        key = self.settings.signing_key.get_secret_value().encode()
+        expected = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
+        if not (timestamp and token and hmac.compare_digest(expected, signature)):
+            raise Refused(401, "bad signature")
+        try:
+            age = abs(time.time() - float(timestamp))
+        except ValueError:
+            raise Refused(401, "bad timestamp") from None
+        if age > self.settings.max_age:
+            raise Refused(401, "stale timestamp")
+        if await self.source.nonce_seen(token):
+            raise Refused(401, "reused token")
+        fields = {k.lower(): v for k, v in form.items()}
+        if "body-mime" in fields:
+            mail = await self.parse_raw(fields["body-mime"].data)
+            stripped = None
+        else:
+            pairs = _json(fields.get("message-headers"), list) or [
+                (name, fields[name.lower()].text()) for name in
+                ("From", "To", "Cc", "Subject", "Message-Id", "In-Reply-To", "References")
+                if name.lower() in fields]
+            files = [self.attachment(f.filename, f.content_type, f.data)
+                     for k, f in form.items() if k.startswith("attachment-") and f.filename]
+            headers = header_block((str(p[0]), str(p[1])) for p in pairs
+                                   if isinstance(p, list | tuple) and len(p) == 2)
+            mail = await self.parse_fields(headers, _text(fields, "body-plain"),
+                                           _text(fields, "body-html"), files)
+            stripped = _text(fields, "stripped-text")
+        mail.recipients.extend(a.strip() for a in _text(fields, "recipient").lower().split(",")
+                               if a.strip())
+        return Incoming(mail, stripped=stripped, nonce=token)
+
+
+class SendGrid(Provider):
+    """SendGrid Inbound Parse: multipart, parsed (``charsets`` honoured) or raw (``email``)."""
+
+    name = "sendgrid"
+
+    async def receive(self, request: web.Request) -> Incoming | None:
+        self.check_basic_auth(request)
+        form = await self.form(request)
+        if "email" in form:
+            mail = await self.parse_raw(form["email"].data)
+        elif "headers" in form:
+            charsets = _json(form.get("charsets"), dict) or {}
+            info = _json(form.get("attachment-info"), dict) or {}
+            files = []
+            for key, item in form.items():
+                meta: dict[str, Any] = info[key] if isinstance(info.get(key), dict) else {}
+                if key.startswith("attachment") and key[10:].isdigit():
+                    files.append(self.attachment(item.filename or meta.get("filename"),
+                                                 item.content_type or meta.get("type"),
+                                                 item.data))
+            text = form["text"].text(charsets.get("text")) if "text" in form else None
+            html = form["html"].text(charsets.get("html")) if "html" in form else None
+            decoded = {name: form[name.lower()].text(charsets.get(name.lower()))
+                       for name in ("From", "Subject") if name.lower() in form}
+            pairs = [(k, v) for k, v in _header_lines(form["headers"].text(None))
+                     if k.strip() not in decoded]
+            headers = header_block([*pairs, *decoded.items()])
+            mail = await self.parse_fields(headers, text, html, files)
+        else:
+            raise Refused(400, "neither 'email' nor 'headers': not an Inbound Parse post")
+        envelope = _json(form.get("envelope"), dict) or {}
+        mail.recipients.extend(a.lower() for a in _strs(envelope.get("to")))
+        return Incoming(mail)
+
+
+class Postmark(Provider):
+    """Postmark inbound webhook: JSON, Basic auth; ``MailboxHash`` names the thread token."""
+
+    name = "postmark"
+    stop_status = 403
+
+    async def receive(self, request: web.Request) -> Incoming | None:
+        self.check_basic_auth(request)
+        data = await self.json_body(request)
+        pairs = [(str(h.get("Name", "")), str(h.get("Value", "")))
+                 for h in _dicts(data.get("Headers"))]
+        present = {name.lower() for name, _ in pairs}
+        sender = _dict(data.get("FromFull"))
+        top = {
+            "From": formataddr((str(sender.get("Name") or data.get("FromName") or ""),
+                                str(sender.get("Email") or data.get("From") or ""))),
+            "To": data.get("To"), "Cc": data.get("Cc"), "Reply-To": data.get("ReplyTo"),
+            "Subject": data.get("Subject"), "Date": data.get("Date"),
+            "Message-ID": f"<{data['MessageID']}>" if data.get("MessageID") else None,
+        }
+        pairs += [(k, str(v)) for k, v in top.items() if v and k.lower() not in present]
+        files = []
+        for item in _dicts(data.get("Attachments")):
+            try:
+                content = base64.b64decode(str(item.get("Content") or ""), validate=True)
+            except binascii.Error:
+                raise Refused(400, "attachment content is not base64") from None
+            files.append(self.attachment(_str(item.get("Name")), _str(item.get("ContentType")),
+                                         content))
+        mail = await self.parse_fields(header_block(pairs), _str(data.get("TextBody")),
+                                       _str(data.get("HtmlBody")), files)
+        if _str(data.get("OriginalRecipient")):
+            mail.recipients.append(data["OriginalRecipient"].lower())
+        addressed = [*_dicts(data.get("ToFull")), *_dicts(data.get("CcFull")),
+                     *_dicts(data.get("BccFull"))]
+        tokens = [_str(data.get("MailboxHash")), *(_str(a.get("MailboxHash")) for a in addressed)]
+        return Incoming(mail, stripped=_str(data.get("StrippedTextReply")),
+                        tokens=[t for t in tokens if t])
+
+
+class SES(Provider):
+    """Amazon SES receipt rule → SNS: RSA-signed JSON with the raw MIME in ``content``."""
+
+    name = "ses"
+
+    def __init__(self, source: EmailSource) -> None:
+        super().__init__(source)
+        #: GETs certificates and SubscribeURLs; replace it to run offline.
+        self.fetch: Fetch = self._get
+        self.verifier = SNSVerifier(self._fetch_certificate)
+
+    async def _fetch_certificate(self, url: str) -> bytes:
+        return await self.fetch(url)  # looked up on each call, so a replaced fetch is used
+
+    async def _get(self, url: str) -> bytes:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self.source.bridge.http.get(url, timeout=timeout) as response:
+            response.raise_for_status()
+            return await response.content.read(_FETCH_MAX_BYTES)
+
+    async def receive(self, request: web.Request) -> Incoming | None:
+        data = await self.json_body(request)
+        kind = request.headers.get("x-amz-sns-message-type", data.get("Type"))
+        if kind != data.get("Type"):
+            raise Refused(400, "x-amz-sns-message-type does not match the message Type")
+        try:
+            await self.verifier.verify(data)
+        except CertificateUnavailable as exc:
+            raise Refused(503, str(exc)) from None
+        except SNSError as exc:
+            raise Refused(403, str(exc)) from None
+        topics = self.settings.ses_topic_arns
+        if topics and data.get("TopicArn") not in topics:
+            raise Refused(403, "topic not in ses_topic_arns")
+        if kind == "SubscriptionConfirmation":
+            await self._confirm(data)
+            return None
+        if kind != "Notification":
+            self.source.log.info("SNS message ignored", type=kind, topic=data.get("TopicArn"))
+            return None
+        notification = _dict(_loads(str(data["Message"]), dict))
+        if notification.get("notificationType") != "Received":
+            self.source.log.info("SES notification ignored",
+                                 notification_type=notification.get("notificationType"))
+            return None
+        content = notification.get("content")
+        if not isinstance(content, str):
+            raise Refused(400, "SES notification without content: use an SNS action, "
+                               "not S3, in the receipt rule")
+        receipt = _dict(notification.get("receipt"))
+        encoding = _dict(receipt.get("action")).get("encoding")
+        try:
+            raw = base64.b64decode(content) if encoding == "BASE64" else content.encode()
+        except binascii.Error:
+            raise Refused(400, "content is not base64") from None
+        mail = await self.parse_raw(raw)
+        mail.recipients.extend(r.lower() for r in _strs(receipt.get("recipients")))
+        return Incoming(mail)
+
+    async def _confirm(self, data: Mapping[str, Any]) -> None:
+        url = str(data.get("SubscribeURL") or "")
+        if not (self.settings.ses_auto_confirm and is_sns_url(url)):
+            self.source.log.warning("SNS subscription waiting for confirmation: open "
+                                    "SubscribeURL (or set ses_auto_confirm)",
+                                    topic=data.get("TopicArn"), subscribe_url=url)
+            return
+        try:
+            await self.fetch(url)
+        except Exception as exc:
+            raise Refused(503, f"could not confirm the subscription: {exc}") from None
+        self.source.log.info("SNS subscription confirmed", topic=data.get("TopicArn"))
+
+
+class Mime(Provider):
+    """Any relay posting the raw RFC 5322 message as the body, with Basic auth."""
+
+    name = "mime"
+
+    async def receive(self, request: web.Request) -> Incoming | None:
+        self.check_basic_auth(request)
+        return Incoming(await self.parse_raw(await self.body(request)))
+
+
+PROVIDERS: dict[str, type[Provider]] = {
+    p.name: p for p in (Mailgun, SendGrid, Postmark, SES, Mime)}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON list (nothing, when it is not one)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _strs(value: Any) -> list[str]:
+    """The strings of a JSON list (nothing, when it is not one)."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _text(fields: Mapping[str, _Field], name: str) -> str:
+    return fields[name].text() if name in fields else ""
+
+
+def _json(item: _Field | None, kind: type[Any]) -> Any:
+    """A JSON form field of type ``kind``, or None when absent or malformed."""
+    return None if item is None else _loads(item.text(), kind)
+
+
+def _loads(text: str, kind: type[Any]) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def _header_lines(block: str) -> list[tuple[str, str]]:
+    """(name, value) pairs of a raw header block, folded lines joined."""
+    pairs: list[tuple[str, str]] = []
+    for line in block.replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t") and pairs:
+            pairs[-1] = (pairs[-1][0], pairs[-1][1] + " " + line.strip())
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            pairs.append((name, value.strip()))
+    return pairs
