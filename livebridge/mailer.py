@@ -48,7 +48,6 @@ class Mailer:
             msg["References"] = " ".join(references)
         if reply_to:
             msg["Reply-To"] = reply_to
-        msg["Auto-Submitted"] = "auto-generated"  # no robot should answer it automatically
         msg.set_content(text)
         try:
             await aiosmtplib.send(
