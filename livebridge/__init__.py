@@ -14,13 +14,16 @@ from livebridge.exceptions import (
 )
 from livebridge.hookspecs import hookimpl
 from livebridge.model import Attachment, InboundMessage, OutboundReply, Sender
-from livebridge.source import AcceptResult, Bridge, PluginState, Source, SourceSettings, read_body
+from livebridge.forms import BodyError, FormPart, read_body, read_multipart
+from livebridge.source import AcceptResult, Bridge, PluginState, Source, SourceSettings
 
 __all__ = [
     "AcceptResult",
     "Attachment",
+    "BodyError",
     "Bridge",
     "ConfigError",
+    "FormPart",
     "InboundMessage",
     "LivebridgeError",
     "OutboundReply",
@@ -35,5 +38,6 @@ __all__ = [
     "StoreUnavailable",
     "hookimpl",
     "read_body",
+    "read_multipart",
 ]
 __version__ = "0.1.0"

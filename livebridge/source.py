@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from livebridge.metrics import Metrics
     from livebridge.store import Store
 
-__all__ = ["AcceptResult", "Bridge", "PluginState", "Source", "SourceSettings", "read_body"]
+__all__ = ["AcceptResult", "Bridge", "PluginState", "Source", "SourceSettings"]
 
 
 class SourceSettings(BaseModel):
@@ -158,17 +158,3 @@ class Source:
             status=status, text=json.dumps(body), content_type="application/json",
             headers=headers,
         )
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read the raw request body, refusing (413) more than ``limit`` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        chunks.append(chunk)
-    return b"".join(chunks)
