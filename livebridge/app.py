@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livebridge.config import Config
 from livebridge.delivery import Dispatcher
-from livebridge.exceptions import Overloaded, PluginError
+from livebridge.exceptions import ConfigError, Overloaded, PluginError
 from livebridge.livedesk.client import LivedeskClient, TokenBucket
 from livebridge.livedesk.emulator import Emulator
 from livebridge.livedesk.sink import LivedeskSink
@@ -92,33 +92,46 @@ class Daemon(Bridge):
             log.info("message dropped by a plugin hook", source=source.name,
                      event_id=message.event_id)
             return AcceptResult.DROPPED
-        if await self.store.depth() >= self.config.delivery.max_outbox:
-            raise Overloaded(retry_after=30)
-        stored = await self.store.enqueue(
-            "inbound", source.name, kept.event_id, f"{source.name}\x1f{kept.thread_key}",
-            kept.model_dump_json(), self.config.store.dedupe_window,
-        )
+        stored = await self.enqueue("inbound", source.name, kept.event_id,
+                                    f"{source.name}\x1f{kept.thread_key}", kept.model_dump_json())
         if not stored:
             self.metrics.deduplicated.labels(source=source.name).inc()
             return AcceptResult.DUPLICATE
         self.metrics.accepted.labels(source=source.name).inc()
         return AcceptResult.ACCEPTED
 
+    async def enqueue(self, kind: str, source: str, dedupe_key: str, thread: str,
+                      payload: str) -> bool:
+        """Store an outbox item unless the outbox is full (``Overloaded``) or it is a
+        duplicate (returns False)."""
+        if await self.store.depth() >= self.config.delivery.max_outbox:
+            raise Overloaded(retry_after=30)
+        return await self.store.enqueue(kind, source, dedupe_key, thread, payload,
+                                        self.config.store.dedupe_window)
+
+    async def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call an observe-only hook; its errors are logged, never undo what happened."""
+        try:
+            await call_each(getattr(self.pm.hook, hook), **kwargs)
+        except Exception:
+            log.exception("a plugin's hook failed", hook=hook)
+
     async def seen(self, source: Source, event_id: str) -> bool:
         return await self.store.seen(source.name, event_id)
 
     async def conversation_of(self, source: Source, thread_key: str) -> int | None:
-        inbox = self._inbox_id()
-        found = await self.store.kv_get("conversation", f"{inbox}|{source.name}|{thread_key}")
-        return int(found) if found else None
+        assert self.sink is not None
+        return await self.sink.mapped("conversation", source.name, thread_key)
 
     async def livedesk_message_of(self, source: Source, message_ref: str) -> int | None:
-        inbox = self._inbox_id()
-        found = await self.store.kv_get("message", f"{inbox}|{source.name}|{message_ref}")
-        return int(found) if found else None
+        assert self.sink is not None
+        return await self.sink.mapped("message", source.name, message_ref)
 
     def state(self, source: Source) -> PluginState:
         return PluginState(self.store, source.name)
+
+    def lock(self, source: Source, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.store.lock(f"plugin:{source.name}:{name}")
 
     # --- delivery handlers ----------------------------------------------------------------
 
@@ -150,7 +163,8 @@ class Daemon(Bridge):
                 self.livedesk_url = await self._serve_emulator(stack)
                 log.warning(_EMULATED_WARNING, emulator_api=self.livedesk_url,
                             emulator_page="/emulator/")
-            self.sink = LivedeskSink(self._client(), self.store, self._inbox_id(), self.pm)
+            self.sink = LivedeskSink(self._client(), self.store, self._inbox_id(), self.notify,
+                                     settle=2 * self.config.livedesk.timeout)
             self.dispatcher = Dispatcher(
                 self.store, {"inbound": self._deliver_inbound, "reply": self._deliver_reply},
                 self.config.delivery, self.metrics,
@@ -158,7 +172,7 @@ class Daemon(Bridge):
             self.dispatcher.start()
             stack.push_async_callback(self.dispatcher.stop, self.config.delivery.shutdown_timeout)
             await call_each(self.pm.hook.livebridge_startup, bridge=self)
-            stack.push_async_callback(call_each, self.pm.hook.livebridge_shutdown, bridge=self)
+            stack.push_async_callback(self.notify, "livebridge_shutdown", bridge=self)
             for source in self.sources.values():
                 await source.start()
                 stack.push_async_callback(source.stop)
@@ -266,9 +280,23 @@ def create_app(config: Config, pm: pluggy.PluginManager) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    app.router.add_post(config.livedesk.webhook_path, daemon.replies.handle_webhook)
+    ld = config.livedesk
+    if ld.emulated or ld.webhook_secret is not None or ld.allow_unsigned_webhooks:
+        app.router.add_post(ld.webhook_path, daemon.replies.handle_webhook)
+    else:
+        log.warning("agent replies are OFF: set LIVEDESK_WEBHOOK_SECRET (the channel's webhook "
+                    "secret), or livedesk.allow_unsigned_webhooks: true behind a trusted proxy")
+    owners: dict[tuple[str, str], str] = {("POST", ld.webhook_path): "the Livedesk webhook"}
     for source in daemon.sources.values():
-        app.router.add_routes(source.routes())
+        routes = source.routes()
+        for route in routes:
+            key = (route.method, route.path)
+            if key in owners:
+                raise ConfigError(config.path, [
+                    f"sources: {source.name!r} and {owners[key]} both serve {route.method} "
+                    f"{route.path}; give one of them another path"])
+            owners[key] = repr(source.name)
+        app.router.add_routes(routes)
     if daemon.emulator is not None:
         app.add_subapp("/emulator/", daemon.emulator.app())
     return app

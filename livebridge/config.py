@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -82,6 +83,8 @@ class LivedeskConfig(_Section):
     webhook_path: str = "/livedesk/webhook"
     webhook_secret: Annotated[SecretStr | None, Optional] = None
     webhook_max_age: Duration = 300.0
+    #: Take unsigned webhooks from a real Livedesk (only behind a proxy that guards the path).
+    allow_unsigned_webhooks: bool = False
 
     @model_validator(mode="after")
     def _credentials_with_url(self) -> LivedeskConfig:
@@ -121,7 +124,7 @@ class DeliveryConfig(_Section):
     """How the outbox is delivered: concurrency, retries, rate limit, backpressure."""
 
     concurrency: int = Field(default=32, ge=1, le=1024)
-    initial_backoff: Duration = 1.0
+    initial_backoff: Annotated[Duration, Field(gt=0)] = 1.0
     max_backoff: Duration = 300.0
     retry_after_cap: Duration = 300.0
     max_age: Duration = 3 * 86400
@@ -129,7 +132,7 @@ class DeliveryConfig(_Section):
     rate_burst: int = Field(default=100, ge=1)
     breaker_threshold: int = Field(default=5, ge=1)
     max_outbox: int = Field(default=100_000, ge=1)
-    lease: Duration = 120.0
+    lease: Annotated[Duration, Field(ge=1)] = 120.0
     shutdown_timeout: Duration = 10.0
 
 
@@ -168,11 +171,16 @@ class Config(_Section):
 
     def secrets(self) -> list[str]:
         """Every secret value in the config (to mask in logs and output)."""
-        return [s for s in _secret_values(self) if s]
+        password = urlsplit(self.store.url).password
+        return [s for s in (*_secret_values(self), password) if s]
 
     def masked(self) -> dict[str, Any]:
         """The effective config as plain data, secrets replaced by ``'***'``."""
-        return _masked(self)
+        data = _masked(self)
+        password = urlsplit(self.store.url).password
+        if password:
+            data["store"]["url"] = self.store.url.replace(f":{password}@", ":***@", 1)
+        return data
 
 
 def _secret_values(model: BaseModel) -> Iterator[str]:
@@ -282,6 +290,10 @@ def parse_config(
         raise ConfigError(where, ["(top level): expected a mapping of sections"])
     problems: list[str] = []
     data = _interpolate(raw, os.environ if env is None else env, "", problems)
+    entries = data.get("sources")
+    off = tuple(f"sources[{i}]." for i, entry in enumerate(entries)
+                if _switched_off(entry)) if isinstance(entries, list) else ()
+    problems = [p for p in problems if not p.startswith(off)]  # their ${VAR}s may be unset
     try:
         config = Config.model_validate({**data, "sources": []})
     except ValidationError as exc:
@@ -292,7 +304,21 @@ def parse_config(
         raise ConfigError(where, problems)
     config.sources = sources
     config.path = where
+    if config.store.url.startswith("sqlite:///") and where != "<memory>":
+        db = Path(config.store.url.removeprefix("sqlite:///"))
+        if not db.is_absolute():  # relative to the config file, wherever the command runs
+            config.store.url = f"sqlite:///{(Path(where).resolve().parent / db)}"
     return config
+
+
+def _switched_off(entry: Any) -> bool:
+    """Whether a source entry says ``enabled: false`` (a bad value is reported later)."""
+    if not isinstance(entry, dict):
+        return False
+    try:
+        return _BOOL.validate_python(entry.get("enabled", True)) is False
+    except ValidationError:
+        return False
 
 
 def _parse_sources(

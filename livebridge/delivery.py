@@ -90,6 +90,12 @@ class Dispatcher:
         self.changed = asyncio.Condition()
 
     @property
+    def attempt_timeout(self) -> float:
+        """The longest one delivery attempt may take: the lease less a safety margin."""
+        lease = self.config.lease
+        return lease - min(5.0, lease / 10)
+
+    @property
     def in_flight(self) -> int:
         """Items being delivered by this process now."""
         return len(self._tasks)
@@ -134,20 +140,24 @@ class Dispatcher:
             return
         free = self.config.concurrency - len(self._tasks)
         if free <= 0:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            await self._until_stopping(asyncio.wait(self._tasks,
+                                                    return_when=asyncio.FIRST_COMPLETED))
             return
         items = await self.store.claim(free, self.config.lease)
         if not items:
-            waiters = [asyncio.ensure_future(self.store.wait_for_work(_POLL)),
-                       asyncio.ensure_future(self._stopping.wait())]
-            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
+            await self._until_stopping(self.store.wait_for_work(_POLL))
             return
         for item in items:
             task = asyncio.create_task(self._deliver(item))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _until_stopping(self, waiting: Awaitable[object]) -> None:
+        """Wait for ``waiting`` or for ``stop()``, whichever comes first."""
+        waiters = [asyncio.ensure_future(waiting), asyncio.ensure_future(self._stopping.wait())]
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -168,9 +178,16 @@ class Dispatcher:
     async def _attempt(self, item: OutboxItem) -> None:
         labels = {"source": item.source, "kind": item.kind}
         try:
-            await self.handlers[item.kind](item)
+            # An attempt must end before its lease does, or the item would be claimed again
+            # while this attempt still runs (a duplicate, out of order).
+            async with asyncio.timeout(self.attempt_timeout):
+                await self.handlers[item.kind](item)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            await self._failed(item, Retryable(
+                f"attempt timed out after {self.attempt_timeout:.1f} s"), labels)
+            return
         except Exception as exc:
             await self._failed(item, exc, labels)
             return

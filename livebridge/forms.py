@@ -86,7 +86,7 @@ async def read_multipart(request: web.Request, limit: int, *, max_file: int | No
                 data.extend(chunk)
             parts.append(FormPart(
                 name=part.name or "", data=bytes(part.decode(data)), filename=part.filename,
-                content_type=part.headers.get("Content-Type"), charset=part.get_charset(None),
+                content_type=part.headers.get("Content-Type"), charset=part.get_charset("") or None,
             ))
     except _MALFORMED as exc:
         raise BodyError(400, f"malformed multipart body: {exc}") from None

@@ -6,6 +6,7 @@ import enum
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
@@ -99,6 +100,11 @@ class Bridge(ABC):
     def state(self, source: Source) -> PluginState:
         """The source's own key-value records."""
 
+    @abstractmethod
+    def lock(self, source: Source, name: str) -> AbstractAsyncContextManager[None]:
+        """Mutual exclusion on ``name`` of ``source`` among all daemons sharing the store
+        (raises ``TimeoutError`` when not acquired in time)."""
+
 
 class Source:
     """A kind of place customers write from. Subclass it, then return the class from the
@@ -148,13 +154,25 @@ class Source:
         headers: Mapping[str, str] | None = None,
     ) -> web.Response:
         """Log why a request is refused, count it, and answer ``status`` with a JSON body."""
-        self.log.warning(
-            "request rejected", status=status, reason=reason, path=request.path,
-            remote=request.remote, **(detail or {}),
-        )
-        self.bridge.metrics.rejected.labels(source=self.name, reason=reason).inc()
-        body = {"error": reason, **(detail or {})}
-        return web.Response(
-            status=status, text=json.dumps(body), content_type="application/json",
-            headers=headers,
-        )
+        return reject(self.log, self.bridge.metrics, self.name, request, status, reason,
+                      detail=detail, headers=headers)
+
+
+def reject(
+    log: Any,
+    metrics: Metrics,
+    source: str,
+    request: web.Request,
+    status: int,
+    reason: str,
+    *,
+    detail: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Log and count a refused request; answer ``status`` with ``{"error": reason, ...}``."""
+    log.warning("request rejected", status=status, reason=reason, path=request.path,
+                remote=request.remote, **(detail or {}))
+    metrics.rejected.labels(source=source, reason=reason).inc()
+    body = {"error": reason, **(detail or {})}
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
+                        headers=headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, ClassVar
 
@@ -9,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from livebridge import (
+    Attachment,
     InboundMessage,
     OutboundReply,
     Overloaded,
@@ -40,6 +42,7 @@ class EchoSource(Source):
     Settings = EchoSettings
     #: Replies "sent back" by every echo source, for the tests to inspect.
     sent: ClassVar[list[OutboundReply]] = []
+    hung: ClassVar[list[OutboundReply]] = []
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(self.settings.path or "/echo", self.handle)]
@@ -53,6 +56,9 @@ class EchoSource(Source):
                           email=data.get("email")),
             text=f"{self.settings.greeting}: {data['text']}", reply_to=data.get("reply_to"),
             reply_context={"thread": data["thread"]},
+            attachments=[Attachment(name=name, content_type="text/plain", size=len(body),
+                                    data=body.encode())
+                         for name, body in data.get("files", {}).items()],
         )
         try:
             result = await self.bridge.accept(message, self)
@@ -63,7 +69,11 @@ class EchoSource(Source):
 
 
     async def send_reply(self, reply: OutboundReply) -> None:
-        """Record the reply; a thread named 'flaky' fails once, 'gone' for good."""
+        """Record the reply; a thread named 'flaky' fails once, 'gone' for good, 'hang'
+        never answers the first time."""
+        if reply.thread_key == "hang" and not self.hung:
+            self.hung.append(reply)
+            await asyncio.Event().wait()
         if reply.thread_key == "gone":
             raise Permanent("the customer's channel is gone")
         if reply.thread_key == "flaky" and not any(r.thread_key == "flaky" for r in self.sent):
@@ -76,6 +86,7 @@ class EchoPlugin:
     """Registers ``EchoSource``; ``sent`` holds the replies its sources sent back."""
 
     sent = EchoSource.sent
+    hung = EchoSource.hung
 
     @hookimpl
     def livebridge_source_types(self) -> list[type[Source]]:
@@ -86,6 +97,7 @@ class EchoPlugin:
 def echo() -> EchoPlugin:
     """The echo source plugin, to pass as ``make_bridge(..., plugins=[echo])``."""
     EchoSource.sent.clear()
+    EchoSource.hung.clear()
     return EchoPlugin()
 
 

@@ -34,7 +34,7 @@ def test_shipped_config_loads_with_an_empty_environment() -> None:
     config = load_config(ROOT / "bridge.yaml", TYPES, env={})
     assert config.livedesk.emulated
     assert config.server.port == 8080
-    assert config.store.url == "sqlite:///var/livebridge.db"
+    assert config.store.url == f"sqlite:///{ROOT / 'var' / 'livebridge.db'}"  # beside the file
     assert config.smtp is None
     assert [s.type for s in config.sources] == ["form"]
 
@@ -171,3 +171,29 @@ def test_slack_switched_on_without_secrets_refuses_to_start() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(ROOT / "bridge.yaml", TYPES, env={"SLACK_ENABLED": "true"})
     assert "sources[1].signing_secret" in str(info.value)
+
+
+def test_a_switched_off_source_may_name_unset_variables(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources:\n  - type: form\n  - type: slack\n    enabled: false\n"
+                           "    signing_secret: ${NOT_SET_ANYWHERE}\n")
+    config = load_config(path, TYPES, env={})
+    assert [s.type for s in config.sources] == ["form"]
+
+
+def test_redis_password_is_masked_everywhere(tmp_path: Path) -> None:
+    url = "redis://:hunter2pass@redis.internal:6379/0"
+    config = load_config(write(tmp_path, f"store:\n  url: {url}\n"), TYPES, env={})
+    assert config.store.url == url
+    assert "hunter2pass" in config.secrets()
+    assert config.masked()["store"]["url"] == "redis://:***@redis.internal:6379/0"
+
+
+def test_relative_sqlite_path_is_beside_the_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "store:\n  url: sqlite:///data/x.db\n"), TYPES, env={})
+    assert config.store.url == f"sqlite:///{tmp_path / 'data' / 'x.db'}"
+
+
+def test_lease_and_backoff_have_floors(tmp_path: Path) -> None:
+    text = problems(tmp_path, "delivery:\n  lease: 0\n  initial_backoff: 0\n")
+    assert "delivery.lease: Input should be greater than or equal to 1" in text
+    assert "delivery.initial_backoff: Input should be greater than 0" in text

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
+from livebridge import hookimpl
+from livebridge.exceptions import ConfigError
 from livebridge.livedesk.client import parse_retry_after
 from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.livedesk.sink import MAX_CONTENT, render_content
@@ -31,9 +36,36 @@ def by_thread(emulator: Emulator) -> dict[str, list[str]]:
     return out
 
 
-async def external_emulator(aiohttp_server: Any, **kwargs: Any) -> tuple[Emulator, str]:
+class Gate:
+    """Holds the first ``times`` emulator calls of ``method`` whose path ends with ``suffix``:
+    ``arrived`` is set when one comes in; it goes on once ``opened`` is set (after ``delay``
+    seconds with ``opened`` never set, if a delay is given)."""
+
+    def __init__(self, method: str, suffix: str, times: int = 1, delay: float | None = None):
+        self.method, self.suffix, self.left, self.delay = method, suffix, times, delay
+        self.arrived = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method == self.method and request.path.endswith(self.suffix) and self.left:
+            self.left -= 1
+            self.arrived.set()
+            if self.delay is None:
+                await self.opened.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.opened.wait(), self.delay)
+        return await handler(request)
+
+
+async def external_emulator(aiohttp_server: Any, gate: Gate | None = None,
+                            **kwargs: Any) -> tuple[Emulator, str]:
     emulator = Emulator(api_key="real-key", api_secret="real-secret", inbox_id=407, **kwargs)
-    server = await aiohttp_server(emulator.app())
+    app = emulator.app()
+    if gate is not None:
+        app.middlewares.insert(0, gate.middleware)
+    server = await aiohttp_server(app)
     return emulator, str(server.make_url("")).rstrip("/")
 
 
@@ -238,14 +270,92 @@ async def test_metrics_and_readiness(make_bridge: Any, echo: Any, echo_post: Pos
 
 
 async def test_clean_shutdown_finishes_in_flight_calls(make_bridge: Any, echo: Any,
-                                                       echo_post: Post) -> None:
-    bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[echo])
-    emulator = bridge.emulator
-    emulator.faults = Faults(latency=0.3)
+                                                       echo_post: Post,
+                                                       aiohttp_server: Any) -> None:
+    gate = Gate("POST", "/messages", delay=0.3)
+    emulator, url = await external_emulator(aiohttp_server, gate)
+    bridge = await make_bridge({"sources": [{"type": "echo"}], "livedesk": livedesk_at(url)},
+                               plugins=[echo], emulator=emulator)
     await bridge.client.post("/echo", json=echo_post(1))
-    await bridge.wait_for(lambda: bridge.daemon.dispatcher.in_flight == 1)
+    await gate.arrived.wait()  # the message's POST is at Livedesk, unanswered
+    assert emulator.state.messages == {}
     await bridge.client.close()  # SIGTERM does the same: aiohttp runs the cleanup
     assert len(emulator.state.messages) == 1
+
+
+async def test_shutdown_timeout_bounds_a_stuck_delivery(make_bridge: Any, echo: Any,
+                                                        echo_post: Post, aiohttp_server: Any,
+                                                        tmp_path: Path) -> None:
+    gate = Gate("POST", "/messages")  # Livedesk never answers the first message
+    emulator, url = await external_emulator(aiohttp_server, gate)
+    config = {"sources": [{"type": "echo"}], "livedesk": livedesk_at(url),
+              "store": {"url": f"sqlite:///{tmp_path / 'stuck.db'}"},
+              "delivery": {"concurrency": 1, "shutdown_timeout": 0.5}}
+    first = await make_bridge(config, plugins=[echo], emulator=emulator)
+    for i in range(3):
+        await first.client.post("/echo", json=echo_post(i, text=f"m{i}"))
+    await gate.arrived.wait()
+    started = time.monotonic()
+    await first.client.close()
+    assert time.monotonic() - started < 3  # not held by the stuck call
+    gate.opened.set()
+    second = await make_bridge(config, plugins=[echo], emulator=emulator)
+    await second.wait_for(lambda: len(emulator.state.messages) >= 3)
+    contents = [m["content"] for m in emulator.state.messages.values()]
+    assert contents[-3:] == ["hi: m0", "hi: m1", "hi: m2"]  # the rest was kept, in order
+
+
+async def test_unanswered_conversation_create_is_not_repeated(make_bridge: Any, echo: Any,
+                                                              echo_post: Post,
+                                                              aiohttp_server: Any) -> None:
+    gate = Gate("POST", "/conversations", delay=0.5)  # answered after the bridge gave up
+    emulator, url = await external_emulator(aiohttp_server, gate)
+    bridge = await make_bridge({"sources": [{"type": "echo"}],
+                                "livedesk": {**livedesk_at(url), "timeout": 0.3}},
+                               plugins=[echo], emulator=emulator)
+    await bridge.client.post("/echo", json=echo_post(1))
+    await bridge.wait_for(lambda: len(emulator.state.messages) == 1, timeout=15)
+    assert len(emulator.state.conversations) == 1
+    [conversation] = emulator.state.conversations.values()
+    assert conversation["custom_attributes"] == {"livebridge_thread": "echo|t1"}
+    assert emulator.state.count_calls("GET", "/api/v2/accounts/contacts/") >= 1  # looked first
+
+
+async def test_a_failing_delivered_hook_does_not_resend(make_bridge: Any, echo: Any,
+                                                        echo_post: Post) -> None:
+    calls: list[int] = []
+
+    class Broken:
+        @hookimpl
+        def livebridge_message_delivered(self, livedesk_message_id: int) -> None:
+            calls.append(livedesk_message_id)
+            raise ConnectionResetError("the plugin's own backend is down")
+
+    bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[echo, Broken()])
+    await bridge.client.post("/echo", json=echo_post(1))
+    await bridge.wait_for(lambda: calls != [])
+    await bridge.wait_idle()
+    assert len(bridge.emulator.state.messages) == 1 and len(calls) == 1
+    assert await bridge.daemon.store.dead_letters() == []
+
+
+async def test_attachment_bytes_are_uploaded(make_bridge: Any, echo: Any,
+                                             echo_post: Post) -> None:
+    bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[echo])
+    files = {"notes.txt": "line one", "log.txt": "boom"}
+    await bridge.client.post("/echo", json=echo_post(1, files=files))
+    await bridge.wait_for(lambda: len(bridge.emulator.state.messages) == 1)
+    [message] = bridge.emulator.state.messages.values()
+    assert message["content"] == "hi: hello"
+    assert [(a["name"], a["file_size"]) for a in message["attachments"]] == [
+        ("notes.txt", 8), ("log.txt", 4)]
+    assert bridge.emulator.state.attachments == [b"line one", b"boom"]
+
+
+async def test_two_sources_on_one_path_are_refused(make_bridge: Any, echo: Any) -> None:
+    with pytest.raises(ConfigError, match="'b' and 'a' both serve POST /echo"):
+        await make_bridge({"sources": [{"type": "echo", "name": "a"},
+                                       {"type": "echo", "name": "b"}]}, plugins=[echo])
 
 
 def test_retry_after_forms() -> None:

@@ -45,7 +45,7 @@ async def test_a_plugin_written_here_delivers_end_to_end(make_bridge: Any, echo:
     assert message["content"] == "YO: HELLO"
     assert message["message_type"] == 0  # incoming
     [conversation] = state.conversations.values()
-    assert conversation["custom_attributes"] == {"checked": "yes"}
+    assert conversation["custom_attributes"] == {"checked": "yes", "livebridge_thread": "echo|t1"}
     assert len(state.messages) == 1
 
 

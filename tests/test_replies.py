@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from livebridge import OutboundReply, hookimpl
+from livebridge.livedesk.emulator import Emulator
 from livebridge.livedesk.webhook import sign_webhook
 
 Post = Callable[..., dict[str, Any]]
@@ -138,3 +139,55 @@ async def test_reply_hooks_can_drop_and_observe(make_bridge: Any, echo: Any,
     await bridge.client.post("/livedesk/webhook", json=event(conversation, 2, content="ok"))
     await bridge.wait_for(lambda: seen == ["ok"])
     assert [r.text for r in echo.sent] == ["ok"]
+
+
+async def test_real_livedesk_without_a_secret_serves_no_webhook(make_bridge: Any, echo: Any,
+                                                                aiohttp_server: Any) -> None:
+    emulator = Emulator(api_key="k", api_secret="s", inbox_id=5)
+    server = await aiohttp_server(emulator.app())
+    livedesk = {"base_url": str(server.make_url("")).rstrip("/"), "api_key": "k",
+                "api_secret": "s", "inbox_id": 5}
+    closed = await make_bridge({"sources": [{"type": "echo"}], "livedesk": livedesk},
+                               plugins=[echo], emulator=emulator)
+    resp = await closed.client.post("/livedesk/webhook", json=event(40))
+    assert resp.status == 404  # anyone could otherwise make the bridge write to customers
+    opened = await make_bridge({"sources": [{"type": "echo"}], "livedesk": {
+        **livedesk, "allow_unsigned_webhooks": True}}, plugins=[echo], emulator=emulator)
+    resp = await opened.client.post("/livedesk/webhook", json=event(40))
+    assert resp.status == 200
+
+
+async def test_odd_webhook_values_get_a_4xx(make_bridge: Any, echo: Any,
+                                            echo_post: Post) -> None:
+    bridge = await make_bridge({"sources": [{"type": "echo"}],
+                                "livedesk": {"webhook_secret": SECRET}}, plugins=[echo])
+    conversation = await conversation_for(bridge, echo_post)
+    raw, headers = signed(event(conversation))
+    odd_signature = {**headers, "X-Chatwoot-Signature": "sha256=é" + "0" * 63}
+    resp = await bridge.client.post("/livedesk/webhook", data=raw, headers={
+        k: v.encode("utf-8").decode("latin-1") for k, v in odd_signature.items()})
+    assert resp.status == 401
+    for body in (event(conversation, id=float("inf")), event(conversation, id=True),
+                 event(conversation, id=-1), event(conversation, conversation="x"),
+                 event(conversation, conversation={"id": [1]})):
+        raw, headers = signed(body)
+        resp = await bridge.client.post("/livedesk/webhook", data=raw, headers=headers)
+        assert resp.status == 422, body
+    raw, headers = signed(event(conversation, sender="bob", content=["not", "text"]))
+    resp = await bridge.client.post("/livedesk/webhook", data=raw, headers=headers)
+    assert resp.status == 200  # odd optional fields are tolerated
+    await bridge.wait_for(lambda: len(echo.sent) == 1)
+    assert (echo.sent[0].text, echo.sent[0].agent_name) == ("", None)
+
+
+async def test_a_hung_reply_attempt_is_cut_off_at_its_lease(make_bridge: Any, echo: Any,
+                                                            echo_post: Post) -> None:
+    bridge = await make_bridge({"sources": [{"type": "echo"}], "delivery": {"lease": 1}},
+                               plugins=[echo])
+    conversation = await conversation_for(bridge, echo_post, thread="hang")
+    started = time.monotonic()
+    await bridge.client.post("/livedesk/webhook", json=event(conversation))
+    await bridge.wait_for(lambda: len(echo.sent) == 1)
+    assert len(echo.hung) == 1 and time.monotonic() - started >= 0.9
+    await bridge.wait_idle()
+    assert [r.text for r in echo.sent] == ["Hello from Ann"]

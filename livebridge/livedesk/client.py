@@ -6,11 +6,13 @@ import asyncio
 import base64
 import email.utils
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
 
 from livebridge.metrics import Metrics
+from livebridge.model import Attachment
 
 __all__ = ["LivedeskClient", "LivedeskError", "TokenBucket", "parse_retry_after"]
 
@@ -93,7 +95,8 @@ class LivedeskClient:
         self._session = session
         self.base_url = base_url.rstrip("/")
         token = base64.b64encode(f"{api_key}:{api_secret}".encode()).decode()
-        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        self._auth_only = {"Authorization": f"Basic {token}"}
+        self._headers = {**self._auth_only, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._metrics = metrics
         self._limiter = limiter
@@ -126,30 +129,59 @@ class LivedeskClient:
         return conversation
 
     async def create_message(
-        self, conversation_id: int, content: str, *, in_reply_to: int | None = None
+        self, conversation_id: int, content: str, *, in_reply_to: int | None = None,
+        files: Sequence[Attachment] = (),
     ) -> dict[str, Any]:
-        """``POST /conversations/{id}/messages`` as the customer (``message_type: incoming``)."""
-        body: dict[str, Any] = {"content": content, "private": False, "message_type": "incoming"}
-        if in_reply_to is not None:
-            body["content_attributes"] = {"in_reply_to": in_reply_to}
-        message: dict[str, Any] = await self._call(
-            "create_message", "POST",
-            f"/api/v2/accounts/conversations/{conversation_id}/messages", body,
-        )
-        return message
+        """``POST /conversations/{id}/messages`` as the customer (``message_type: incoming``).
+
+        ``files`` (attachments with their bytes) go as ``multipart/form-data`` parts named
+        ``attachments[]``, as Chatwoot takes them; without files the body is JSON.
+        """
+        path = f"/api/v2/accounts/conversations/{conversation_id}/messages"
+        if not files:
+            body: dict[str, Any] = {"content": content, "private": False,
+                                    "message_type": "incoming"}
+            if in_reply_to is not None:
+                body["content_attributes"] = {"in_reply_to": in_reply_to}
+            message: dict[str, Any] = await self._call("create_message", "POST", path, body)
+            return message
+
+        def form() -> aiohttp.FormData:
+            data = aiohttp.FormData()
+            data.add_field("content", content)
+            data.add_field("message_type", "incoming")
+            data.add_field("private", "false")
+            if in_reply_to is not None:
+                data.add_field("content_attributes[in_reply_to]", str(in_reply_to))
+            for f in files:
+                data.add_field("attachments[]", f.data or b"", filename=f.name,
+                               content_type=f.content_type)
+            return data
+
+        uploaded: dict[str, Any] = await self._call("create_message", "POST", path, form=form)
+        return uploaded
+
+    async def contact_conversations(self, contact_id: int) -> list[dict[str, Any]]:
+        """``GET /contacts/{id}/conversations`` (Chatwoot's; not in the seed document)."""
+        data = await self._call("contact_conversations", "GET",
+                                f"/api/v2/accounts/contacts/{contact_id}/conversations")
+        payload: list[dict[str, Any]] = data.get("payload") or []
+        return payload
 
     async def _call(
         self, endpoint: str, method: str, path: str, body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
     ) -> Any:
         if self._limiter is not None:
             await self._limiter.acquire()
         started = time.monotonic()
         status: str = "error"
         try:
+            headers = self._headers if form is None else self._auth_only
             async with self._session.request(
-                method, self.base_url + path, json=body, params=params, headers=self._headers,
-                timeout=self._timeout,
+                method, self.base_url + path, json=body, params=params, headers=headers,
+                data=form() if form is not None else None, timeout=self._timeout,
             ) as resp:
                 status = str(resp.status)
                 text = await resp.text(errors="replace")

@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler, Middleware
 
 log = structlog.get_logger(__name__)
@@ -45,6 +45,7 @@ INBOX_NAME = "Livedesk Emulator API"
 PAGE_SIZE = 15
 MAX_CONTENT_LENGTH = 150_000
 MESSAGE_LIMIT = 200
+MAX_ATTACHMENTS = 15
 MESSAGE_LIMIT_WINDOW = 60.0
 WEBHOOK_TIMEOUT = 5.0
 STATUSES = ("open", "snoozed", "resolved", "closed")
@@ -133,6 +134,8 @@ class EmulatorState:
     conversations: dict[int, JSON]
     messages: dict[int, JSON]
     calls: list[CallRecord]
+    #: Uploaded attachment bytes; an attachment's ``id`` is its index + 1.
+    attachments: list[bytes]
 
     def __init__(self) -> None:
         self._contact_ids = itertools.count(2219259)
@@ -146,6 +149,7 @@ class EmulatorState:
         self.conversations = {}
         self.messages = {}
         self.calls = []
+        self.attachments = []
         self._call_counts: Counter[tuple[str, int]] = Counter()
         self._unique: dict[str, dict[str, int]] = {key: {} for key in _UNIQUE_LABELS}
         self._search_text: dict[int, str] = {}
@@ -431,6 +435,8 @@ class Emulator:
         app.router.add_get(f"{base}/contacts", self._list_contacts)
         app.router.add_get(f"{base}/contacts/{{id:\\d+}}", self._get_contact)
         app.router.add_patch(f"{base}/contacts/{{id:\\d+}}", self._update_contact)
+        app.router.add_get(f"{base}/contacts/{{id:\\d+}}/conversations",
+                           self._contact_conversations)
         app.router.add_post(f"{base}/conversations", self._create_conversation)
         app.router.add_get(f"{base}/conversations/{{id:\\d+}}", self._get_conversation)
         app.router.add_post(f"{base}/conversations/{{id:\\d+}}/toggle_status", self._toggle)
@@ -632,6 +638,7 @@ class Emulator:
         incoming: bool,
         private: bool,
         content_attributes: JSON,
+        attachments: list[JSON] | None = None,
     ) -> JSON:
         """Store a message, update its conversation and return the message."""
         now = time.time()
@@ -649,7 +656,7 @@ class Emulator:
             "private": private,
             "source_id": None,
             "sender": sender,
-            "attachments": [],
+            "attachments": attachments or [],
         }
         self.state.add_message(message, now)
         if incoming and conversation["status"] in ("resolved", "snoozed"):
@@ -837,8 +844,12 @@ class Emulator:
 
     async def _create_message(self, request: web.Request) -> web.Response:
         conversation = self._conversation(int(request.match_info["id"]))
-        body = await _json_body(request)
-        content = _content(body.get("content"))
+        attachments: list[JSON] = []
+        if request.content_type == "multipart/form-data":
+            body, attachments = await self._multipart_message(request)
+        else:
+            body = await _json_body(request)
+        content = (body.get("content") or "") if attachments else _content(body.get("content"))
         message_type = body.get("message_type", "outgoing")
         if isinstance(message_type, bool) or message_type not in _MESSAGE_TYPES:
             raise _invalid("Message type is not included in the list", "message_type")
@@ -853,10 +864,50 @@ class Emulator:
             incoming=_MESSAGE_TYPES[message_type],
             private=private,
             content_attributes=content_attributes,
+            attachments=attachments,
         )
         if self.webhook_url is not None:
             self._schedule_webhook(self.webhook_url, self._event(conversation, message))
         return web.json_response(message)
+
+    async def _multipart_message(self, request: web.Request) -> tuple[JSON, list[JSON]]:
+        """A message posted as ``multipart/form-data`` with ``attachments[]`` files (Chatwoot)."""
+        body: JSON = {}
+        attachments: list[JSON] = []
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.name:
+                raise EmulatorError(400, {"error": "Malformed multipart body"})
+            data = await part.read(decode=True)
+            if part.name == "attachments[]":
+                if len(attachments) == MAX_ATTACHMENTS:
+                    raise _invalid(f"At most {MAX_ATTACHMENTS} attachments", "attachments")
+                name = part.filename or "file"
+                kind = part.headers.get("Content-Type", "application/octet-stream")
+                attachments.append({
+                    "id": len(self.state.attachments) + 1, "file_type":
+                    "image" if kind.startswith("image/") else "file",
+                    "extension": name.rsplit(".", 1)[-1] if "." in name else None,
+                    "data_url": f"/_emulator/attachments/{len(self.state.attachments) + 1}",
+                    "file_size": len(data), "name": name, "content_type": kind,
+                })
+                self.state.attachments.append(data)
+            elif part.name.startswith("content_attributes[") and part.name.endswith("]"):
+                value = data.decode()
+                body.setdefault("content_attributes", {})[part.name[19:-1]] = (
+                    int(value) if value.isdigit() else value)
+            else:
+                text = data.decode()
+                body[part.name] = {"true": True, "false": False}.get(text, text)
+        return body, attachments
+
+    async def _contact_conversations(self, request: web.Request) -> web.Response:
+        contact_id = int(request.match_info["id"])
+        if contact_id not in self.state.contacts:
+            raise EmulatorError(404, {"error": "Resource could not be found"})
+        found = [c for c in self.state.conversations.values()
+                 if c["account_info"]["contact_id"] == contact_id]
+        return web.json_response({"payload": found})
 
     async def _list_messages(self, request: web.Request) -> web.Response:
         conversation = self._conversation(int(request.match_info["id"]))

@@ -4,31 +4,48 @@ The bridge owns identity. The maps (sender → contact, thread → conversation,
 Livedesk message) live in the store, so a known sender in a known thread costs one call, and
 a retry never repeats a step that already succeeded. Each find-or-create runs under a lock
 on its key, shared by every daemon on the store.
+
+Livedesk has no idempotency key, so a create whose answer was lost (a timeout after Livedesk
+acted, a crash) is ambiguous. Contacts recover through Livedesk's uniqueness ("has already
+been taken" → search). Conversations are tagged with their thread (custom attribute
+``livebridge_thread``) and a marker with the time is stored before each create: when a marker
+is found without a mapping, the contact's conversations are searched for the tag; while the
+earlier create may still be running at Livedesk (``settle`` seconds), the attempt is retried
+later instead of creating a second conversation.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pluggy
 import structlog
 
+from livebridge.exceptions import Retryable
 from livebridge.livedesk.client import LivedeskClient, LivedeskError
-from livebridge.model import InboundMessage
-from livebridge.plugins import call_each
+from livebridge.model import Attachment, InboundMessage
 from livebridge.store import Store
 
-__all__ = ["MAX_CONTENT", "Delivery", "LivedeskSink", "render_content"]
+__all__ = ["MAX_CONTENT", "MAX_FILES", "Delivery", "LivedeskSink", "render_content"]
 
 #: Livedesk (Chatwoot) refuses longer message content.
 MAX_CONTENT = 150_000
+#: Livedesk (Chatwoot) takes at most this many attachments a message.
+MAX_FILES = 15
 #: How long a delivered message can be named as ``reply_to`` (the map is purged after).
 MESSAGE_REF_TTL = 90 * 86400
+#: How long a "conversation create was attempted" marker is kept.
+PENDING_TTL = 86400
+THREAD_TAG = "livebridge_thread"
 _TAKEN = "has already been taken"
 
 log = structlog.get_logger("livebridge.sink")
+
+#: ``notify(hook_name, **kwargs)``: calls an observe-only plugin hook.
+Notify = Callable[..., Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +57,25 @@ class Delivery:
     message_id: int
 
 
+def uploads(message: InboundMessage) -> list[Attachment]:
+    """The attachments whose bytes are uploaded to Livedesk (at most ``MAX_FILES``)."""
+    return [a for a in message.attachments if a.data is not None][:MAX_FILES]
+
+
 def render_content(message: InboundMessage, limit: int = MAX_CONTENT) -> str:
-    """The message text with its attachments listed, truncated visibly past ``limit``."""
+    """The message text, with the attachments that are not uploaded listed (a link, or a
+    note that the file was not forwarded), truncated visibly past ``limit``."""
+    uploaded = {id(a) for a in uploads(message)}
     parts = [message.text.strip()]
     for a in message.attachments:
+        if id(a) in uploaded:
+            continue
         size = f", {a.size} bytes" if a.size is not None else ""
         where = a.url or "(file not forwarded)"
         parts.append(f"[attachment] {a.name} ({a.content_type}{size}): {where}")
-    content = "\n\n".join(p for p in parts if p) or "(empty message)"
+    content = "\n\n".join(p for p in parts if p)
+    if not content and not uploaded:
+        content = "(empty message)"
     if len(content) > limit:
         note = f"\n\n[truncated: {len(content) - limit} more characters not shown]"
         content = content[: limit - len(note)] + note
@@ -58,14 +86,22 @@ class LivedeskSink:
     """Delivers inbound messages to one Livedesk inbox."""
 
     def __init__(self, client: LivedeskClient, store: Store, inbox_id: int,
-                 pm: pluggy.PluginManager) -> None:
+                 notify: Notify, *, settle: float = 20.0) -> None:
         self.client = client
         self.store = store
         self.inbox_id = inbox_id
-        self._pm = pm
+        self.settle = settle
+        self._notify = notify
 
-    def _key(self, source: str, value: str) -> str:
+    def key(self, source: str, value: str) -> str:
+        """The store key of a sender, thread or message ref of ``source`` in this inbox."""
         return f"{self.inbox_id}|{source}|{value}"
+
+    async def mapped(self, namespace: str, source: str, value: str) -> int | None:
+        """The Livedesk id recorded for a sender (``contact``), a thread (``conversation``)
+        or a message ref (``message``), if any."""
+        found = await self.store.kv_get(namespace, self.key(source, value))
+        return int(found) if found else None
 
     async def deliver(self, message: InboundMessage) -> Delivery:
         """Deliver ``message``; raises ``LivedeskError`` (see ``.retryable``) on failure."""
@@ -79,28 +115,27 @@ class LivedeskSink:
             conversation_id = await self._conversation(message, contact_id)
         in_reply_to = None
         if message.reply_to:
-            found = await self.store.kv_get("message", self._key(message.source, message.reply_to))
-            in_reply_to = int(found) if found else None
-        content = render_content(message)
+            in_reply_to = await self.mapped("message", message.source, message.reply_to)
+        content, files = render_content(message), uploads(message)
         try:
             posted = await self.client.create_message(conversation_id, content,
-                                                      in_reply_to=in_reply_to)
+                                                      in_reply_to=in_reply_to, files=files)
         except LivedeskError as exc:
             if exc.status != 404:  # 404: the mapped conversation is gone from Livedesk
                 raise
             conversation_id = await self._conversation(message, contact_id, stale=conversation_id)
             posted = await self.client.create_message(conversation_id, content,
-                                                      in_reply_to=in_reply_to)
+                                                      in_reply_to=in_reply_to, files=files)
         delivery = Delivery(contact_id, conversation_id, int(posted["id"]))
-        await self.store.kv_set("message", self._key(message.source, message.ref),
+        await self.store.kv_set("message", self.key(message.source, message.ref),
                                 str(delivery.message_id), MESSAGE_REF_TTL)
         await self.store.kv_set(
             "thread", f"{self.inbox_id}|{conversation_id}",
             json.dumps({"source": message.source, "thread_key": message.thread_key,
                         "reply_context": message.reply_context}),
         )
-        await call_each(
-            self._pm.hook.livebridge_message_delivered, message=message, contact_id=contact_id,
+        await self._notify(
+            "livebridge_message_delivered", message=message, contact_id=contact_id,
             conversation_id=conversation_id, livedesk_message_id=delivery.message_id,
         )
         return delivery
@@ -111,7 +146,7 @@ class LivedeskSink:
         return None if raw is None else dict(json.loads(raw))
 
     async def _find_or_create(self, namespace: str, key: str, stale: int | None,
-                              create: Any) -> int:
+                              create: Callable[[], Awaitable[int]]) -> int:
         known = await self.store.kv_get(namespace, key)
         if known is not None and int(known) != stale:
             return int(known)
@@ -119,9 +154,10 @@ class LivedeskSink:
             known = await self.store.kv_get(namespace, key)
             if known is not None and int(known) != stale:
                 return int(known)  # another worker or daemon created it meanwhile
-            created = int(await create())
+            created = await create()
             await self.store.kv_set(namespace, key, str(created))
-            log.info(f"{namespace} created", key=key, id=created, replaced=stale)
+            await self.store.kv_delete(f"{namespace}_pending", key)  # the create is settled
+            log.info(f"{namespace} mapped", key=key, id=created, replaced=stale)
             return created
 
     async def _contact(self, message: InboundMessage, stale: int | None = None) -> int:
@@ -144,7 +180,7 @@ class LivedeskSink:
                 return int(existing["id"])
             return int(contact["id"])
 
-        key = self._key(message.source, message.sender.external_id)
+        key = self.key(message.source, message.sender.external_id)
         return await self._find_or_create("contact", key, stale, create)
 
     async def _find_contact(self, message: InboundMessage) -> dict[str, Any] | None:
@@ -165,11 +201,39 @@ class LivedeskSink:
 
     async def _conversation(self, message: InboundMessage, contact_id: int,
                             stale: int | None = None) -> int:
+        key = self.key(message.source, message.thread_key)
+        tag = f"{message.source}|{message.thread_key}"
+
         async def create() -> int:
+            pending = await self.store.kv_get("conversation_pending", key)
+            if pending is not None:
+                found = await self._find_conversation(contact_id, tag, stale)
+                if found is not None:
+                    log.info("conversation of an unanswered create found, reusing it", id=found)
+                    return found
+                if time.time() - float(pending) < self.settle:
+                    raise Retryable("an earlier conversation create is still unanswered")
+            await self.store.kv_set("conversation_pending", key, str(time.time()), PENDING_TTL)
             conversation = await self.client.create_conversation(
-                self.inbox_id, contact_id, custom_attributes=message.metadata or None
+                self.inbox_id, contact_id,
+                custom_attributes={**message.metadata, THREAD_TAG: tag},
             )
             return int(conversation["id"])
 
-        key = self._key(message.source, message.thread_key)
         return await self._find_or_create("conversation", key, stale, create)
+
+    async def _find_conversation(self, contact_id: int, tag: str,
+                                 stale: int | None) -> int | None:
+        try:
+            conversations = await self.client.contact_conversations(contact_id)
+        except LivedeskError as exc:
+            if exc.retryable:
+                raise
+            log.warning("cannot list the contact's conversations; creating a new one",
+                        contact_id=contact_id, error=str(exc))
+            return None
+        for conversation in conversations:
+            attributes = conversation.get("custom_attributes") or {}
+            if attributes.get(THREAD_TAG) == tag and conversation.get("id") != stale:
+                return int(conversation["id"])
+        return None

@@ -6,19 +6,18 @@ outbox before the webhook is answered, and delivered with the same retries as in
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
 from livebridge.exceptions import Overloaded, ReplyNotSupported, StoreUnavailable
+from livebridge.forms import BodyError, read_body
 from livebridge.model import OutboundReply
-from livebridge.plugins import call_chain, call_each
-from livebridge.source import read_body
+from livebridge.plugins import call_chain
+from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
+from livebridge.source import reject
 
 if TYPE_CHECKING:
     from livebridge.app import Daemon
@@ -33,8 +32,7 @@ _SOURCE = "livedesk-webhook"
 
 def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
     """The ``X-Chatwoot-Signature`` value for ``body`` sent at ``timestamp``."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+    return "sha256=" + hmac_sha256_hex(secret, timestamp.encode() + b"." + body)
 
 
 def verify_webhook(secret: str, headers: Any, body: bytes, max_age: float,
@@ -44,21 +42,26 @@ def verify_webhook(secret: str, headers: Any, body: bytes, max_age: float,
     signature = headers.get("X-Chatwoot-Signature", "")
     if not timestamp or not signature:
         return "unsigned"
-    try:
-        age = abs((time.time() if now is None else now) - int(timestamp))
-    except ValueError:
-        return "bad timestamp"
-    if age > max_age:
-        return "stale timestamp"
-    if not hmac.compare_digest(sign_webhook(secret, timestamp, body), signature):
+    problem = timestamp_problem(timestamp, max_age, now)
+    if problem:
+        return problem
+    if not equal(signature, sign_webhook(secret, timestamp, body)):
         return "bad signature"
     return None
 
 
 def _is_agent_reply(event: dict[str, Any]) -> bool:
-    kind = event.get("message_type")
-    outgoing = kind in ("outgoing", 1)
+    outgoing = event.get("message_type") in ("outgoing", 1)
     return event.get("event") == "message_created" and outgoing and not event.get("private")
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError("not an id")
+    number = int(value)
+    if number <= 0:
+        raise ValueError("not an id")
+    return number
 
 
 class ReplyRouter:
@@ -67,10 +70,10 @@ class ReplyRouter:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    def _reject(self, request: web.Request, status: int, reason: str) -> web.Response:
-        log.warning("webhook rejected", status=status, reason=reason, remote=request.remote)
-        self.daemon.metrics.rejected.labels(source=_SOURCE, reason=reason).inc()
-        return web.json_response({"error": reason}, status=status)
+    def _reject(self, request: web.Request, status: int, reason: str,
+                headers: dict[str, str] | None = None) -> web.Response:
+        return reject(log, self.daemon.metrics, _SOURCE, request, status, reason,
+                      headers=headers)
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
         """``POST`` handler for the Livedesk channel's webhook URL."""
@@ -78,8 +81,8 @@ class ReplyRouter:
         config = daemon.config.livedesk
         try:
             body = await read_body(request, _MAX_BODY)
-        except web.HTTPRequestEntityTooLarge:
-            return self._reject(request, 413, "body too large")
+        except BodyError as exc:
+            return self._reject(request, exc.status, exc.reason)
         if config.webhook_secret is not None:
             problem = verify_webhook(config.webhook_secret.get_secret_value(), request.headers,
                                      body, config.webhook_max_age)
@@ -94,40 +97,42 @@ class ReplyRouter:
         if not _is_agent_reply(event):
             return web.json_response({"ignored": "not an agent reply"})
         try:
-            reply = await self._reply_of(event)
-        except (KeyError, TypeError, ValueError):
+            message_id = _positive_int(event.get("id"))
+            conversation = event.get("conversation")
+            conversation_id = _positive_int(
+                conversation.get("id") if isinstance(conversation, dict) else None)
+        except (TypeError, ValueError, OverflowError):
             return self._reject(request, 422, "message_created event without id/conversation")
-        if reply is None:
-            return web.json_response({"ignored": "conversation not opened by livebridge"})
-        kept = await call_chain(daemon.pm.hook.livebridge_outbound_reply, reply, "reply")
-        if kept is None:
-            return web.json_response({"ignored": "dropped by a plugin hook"})
         try:
-            if await daemon.store.depth() >= daemon.config.delivery.max_outbox:
-                raise Overloaded()
-            stored = await daemon.store.enqueue(
+            reply = await self._reply_of(event, message_id, conversation_id)
+            if reply is None:
+                return web.json_response({"ignored": "conversation not opened by livebridge"})
+            kept = await call_chain(daemon.pm.hook.livebridge_outbound_reply, reply, "reply")
+            if kept is None:
+                return web.json_response({"ignored": "dropped by a plugin hook"})
+            stored = await daemon.enqueue(
                 "reply", kept.source, f"reply:{kept.livedesk_message_id}",
                 f"reply\x1f{kept.source}\x1f{kept.thread_key}", kept.model_dump_json(),
-                daemon.config.store.dedupe_window,
             )
         except (Overloaded, StoreUnavailable) as exc:
-            log.error("webhook: could not store the reply", error=str(exc))
-            return web.json_response({"error": str(exc)}, status=503,
-                                     headers={"Retry-After": str(exc.retry_after)})
+            return self._reject(request, 503, "busy", {"Retry-After": str(exc.retry_after)})
         return web.json_response({"queued": stored, "duplicate": not stored})
 
-    async def _reply_of(self, event: dict[str, Any]) -> OutboundReply | None:
-        conversation_id = int(event["conversation"]["id"])
+    async def _reply_of(self, event: dict[str, Any], message_id: int,
+                        conversation_id: int) -> OutboundReply | None:
         assert self.daemon.sink is not None
         thread = await self.daemon.sink.thread_of(conversation_id)
         if thread is None:
             return None
-        sender = event.get("sender") or {}
+        sender = event.get("sender")
+        name = sender.get("name") if isinstance(sender, dict) else None
+        content = event.get("content")
         return OutboundReply(
             source=thread["source"], thread_key=thread["thread_key"],
             reply_context=thread.get("reply_context") or {},
-            livedesk_message_id=int(event["id"]), conversation_id=conversation_id,
-            text=str(event.get("content") or ""), agent_name=sender.get("name"),
+            livedesk_message_id=message_id, conversation_id=conversation_id,
+            text=content if isinstance(content, str) else "",
+            agent_name=name if isinstance(name, str) else None,
         )
 
     async def send(self, reply: OutboundReply) -> None:
@@ -136,4 +141,4 @@ class ReplyRouter:
         if source is None:
             raise ReplyNotSupported(f"source {reply.source!r} is no longer configured")
         await source.send_reply(reply)
-        await call_each(self.daemon.pm.hook.livebridge_reply_sent, reply=reply)
+        await self.daemon.notify("livebridge_reply_sent", reply=reply)
