@@ -109,8 +109,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     async def work(store: Store) -> int:
         stats = await store.stats()
         oldest = time.time() - stats.oldest_created_at if stats.oldest_created_at else 0.0
-        letters = await store.dead_letters(limit=1_000_000)
-        last = letters[-1].reason if letters else None
+        newest = await store.last_dead_letter()
+        last = newest.reason if newest else None
         out = {"store": store.kind, "outbox_depth": stats.depth,
                "oldest_age_seconds": round(oldest, 1), "in_flight": stats.in_flight,
                "dead_letters": stats.dead_letters, "last_dead_letter_reason": last}
