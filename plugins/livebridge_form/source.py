@@ -10,6 +10,7 @@ check (400), field validation (422 naming each field) and ``bridge.accept``. Bro
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import ipaddress
 import json
@@ -20,12 +21,14 @@ from email.utils import formataddr
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from livebridge import (
     AcceptResult,
     Attachment,
+    BodyError,
     Bridge,
+    FormPart,
     InboundMessage,
     OutboundReply,
     Overloaded,
@@ -35,6 +38,7 @@ from livebridge import (
     SourceSettings,
     StoreUnavailable,
     read_body,
+    read_multipart,
 )
 from livebridge_form.page import STYLE_HASH, error_page, form_page, thanks_page
 from livebridge_form.ratelimit import SlidingWindowLimiter, client_key
@@ -47,6 +51,9 @@ _MAX_FILES = 10
 _MAX_NAME = 200
 _MAX_KEY = 255
 _IDEMPOTENCY_FIELD = "_idempotency_key"
+_NOT_UTF8 = "form is not valid UTF-8"
+#: A ``%`` not followed by two hex digits: no browser sends one.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _NOT_ALLOWED = "[^@\\s\"(),:;<>\\[\\]\\\\"
 _EMAIL = re.compile(rf"{_NOT_ALLOWED}]+@(?:{_NOT_ALLOWED}.]+\.)+{_NOT_ALLOWED}.]{{2,}}")
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
@@ -92,10 +99,96 @@ class _Posted:
     def add(self, name: str, value: str) -> None:
         if sum(map(len, self.values.values())) >= _MAX_FIELDS:
             raise _Refused(413, f"too many fields (at most {_MAX_FIELDS})")
-        self.values.setdefault(name, []).append(value)
+        self.values.setdefault(_text(name), []).append(_text(value))
 
     def first(self, name: str) -> str:
         return next((v.strip() for v in self.values.get(name, []) if v.strip()), "")
+
+
+def _text(value: str) -> str:
+    """``value``, refused when it cannot be stored: an unpaired surrogate (from a JSON
+    ``\\ud800`` escape, a ``utf-7`` part, or header bytes that are not UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Refused(400, _NOT_UTF8) from None
+    return value
+
+
+def _decode(data: bytes, charset: str) -> str:
+    """``data`` decoded with the charset its sender named (a 400 if unknown or wrong)."""
+    try:
+        return data.decode(charset)
+    except LookupError:  # unknown, or not a text encoding ("base64")
+        raise _Refused(400, "unknown charset") from None
+    except ValueError:  # UnicodeDecodeError, and the codecs' own UnicodeErrors
+        raise _Refused(400, _invalid_in(charset)) from None
+
+
+def _invalid_in(charset: str) -> str:
+    """Why text did not decode in ``charset`` (a known one)."""
+    utf8 = codecs.lookup(charset).name == "utf-8"
+    return _NOT_UTF8 if utf8 else "form is not valid in its charset"
+
+
+def _urlencoded(body: bytes, charset: str) -> _Posted:
+    """An ``application/x-www-form-urlencoded`` body; percent-escapes must be well formed
+    and decode in ``charset`` (no silent U+FFFD)."""
+    text = _decode(body, charset)
+    if _BAD_ESCAPE.search(text):
+        raise _Refused(400, "malformed form (bad percent-escape)")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS,
+                          encoding=charset, errors="strict")
+    except UnicodeDecodeError:
+        raise _Refused(400, _invalid_in(charset)) from None
+    except ValueError:
+        raise _Refused(413, f"too many fields (at most {_MAX_FIELDS})") from None
+    posted = _Posted()
+    for name, value in pairs:
+        posted.add(name, value)
+    return posted
+
+
+def _json(body: bytes) -> _Posted:
+    """A JSON object of fields: each value text, a number, or a list of them."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+        raise _Refused(400, "malformed JSON") from None
+    if not isinstance(data, dict):
+        raise _Refused(400, "expected a JSON object of fields")
+    posted = _Posted()
+    bad = {}
+    for name, value in data.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str | int | float) and not isinstance(item, bool):
+                posted.add(name, str(item))
+            elif item is not None:
+                bad[_text(name)] = "must be text"
+    if bad:
+        raise _Refused(422, "invalid fields", bad)
+    return posted
+
+
+def _multipart(parts: list[FormPart]) -> _Posted:
+    """The fields and files of a ``multipart/form-data`` body (read within the caps by
+    ``read_multipart``); text parts are decoded with their charset (UTF-8 by default)."""
+    posted = _Posted()
+    for part in parts:
+        if not part.name:
+            raise _Refused(400, "malformed multipart body")
+        if part.filename is None:
+            posted.add(part.name, _decode(part.data, part.charset or "utf-8"))
+            continue
+        if not part.filename and not part.data:
+            continue  # a file input left empty
+        if len(posted.files) >= _MAX_FILES:
+            raise _Refused(413, f"too many files (at most {_MAX_FILES})")
+        posted.files.append(Attachment(
+            name=_text(part.filename) or "file", size=len(part.data), data=part.data,
+            content_type=_text(part.content_type or "application/octet-stream")))
+    return posted
 
 
 class FormSource(Source):
@@ -157,7 +250,7 @@ class FormSource(Source):
 
     def _allowed(self, origin: str, request: web.Request) -> bool:
         """An allowed origin, or the form's own (the request's ``Host``)."""
-        normal = origin_of(origin)
+        normal = origin_of(origin) if origin.isascii() else None  # browsers send ASCII
         if normal is None:
             return False
         if normal in self.settings.allowed_origins:
@@ -245,87 +338,26 @@ class FormSource(Source):
 
     async def _read(self, request: web.Request) -> _Posted:
         ctype = request.content_type
-        limit = self.settings.max_body_bytes
+        s = self.settings
+        limit = s.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _Refused(413, f"body too large (at most {limit} bytes)")
-        if ctype == "multipart/form-data":
-            return await self._read_multipart(request)
         try:
+            if ctype == "multipart/form-data":
+                return _multipart(await read_multipart(
+                    request, limit, max_file=s.max_file_bytes, max_files=_MAX_FIELDS))
             body = await read_body(request, limit)
-        except web.HTTPRequestEntityTooLarge:
-            raise _Refused(413, f"body too large (at most {limit} bytes)") from None
-        posted = _Posted()
+        except BodyError as exc:
+            if exc.status == 400:  # the core's reason names aiohttp's exception: not a label
+                raise _Refused(400, "malformed multipart body") from None
+            raise _Refused(exc.status, exc.reason) from None
         if not body.strip():
             raise _Refused(400, "empty form")
         if ctype == "application/x-www-form-urlencoded":
-            try:
-                text = body.decode(request.charset or "utf-8")
-                pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
-            except (UnicodeDecodeError, LookupError):
-                raise _Refused(400, "form is not valid UTF-8") from None
-            except ValueError:
-                raise _Refused(413, f"too many fields (at most {_MAX_FIELDS})") from None
-            for name, value in pairs:
-                posted.add(name, value)
-        elif ctype == "application/json":
-            try:
-                data = json.loads(body)
-            except ValueError:
-                raise _Refused(400, "malformed JSON") from None
-            if not isinstance(data, dict):
-                raise _Refused(400, "expected a JSON object of fields")
-            bad = {}
-            for name, value in data.items():
-                for item in value if isinstance(value, list) else [value]:
-                    if isinstance(item, str | int | float) and not isinstance(item, bool):
-                        posted.add(name, str(item))
-                    elif item is not None:
-                        bad[name] = "must be text"
-            if bad:
-                raise _Refused(422, "invalid fields", bad)
-        else:
-            raise _Refused(415, "unsupported content type (use a form post or JSON)")
-        return posted
-
-    async def _read_multipart(self, request: web.Request) -> _Posted:
-        s = self.settings
-        posted = _Posted()
-        try:
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if request.content.total_bytes > s.max_body_bytes:
-                    raise _Refused(413, f"body too large (at most {s.max_body_bytes} bytes)")
-                if not isinstance(part, BodyPartReader) or not part.name:
-                    raise _Refused(400, "malformed multipart body")
-                if part.filename is None:
-                    data = await self._read_part(request, part, s.max_body_bytes)
-                    posted.add(part.name, data.decode(part.get_charset("utf-8")))
-                    continue
-                data = await self._read_part(request, part, s.max_file_bytes, file=True)
-                if not part.filename and not data:
-                    continue  # a file input left empty
-                if len(posted.files) >= _MAX_FILES:
-                    raise _Refused(413, f"too many files (at most {_MAX_FILES})")
-                posted.files.append(Attachment(
-                    name=part.filename or "file", size=len(data), data=data,
-                    content_type=part.headers.get("Content-Type", "application/octet-stream")))
-        except (ValueError, AssertionError, LookupError, UnicodeDecodeError) as exc:
-            raise _Refused(400, "malformed multipart body") from exc
-        return posted
-
-    async def _read_part(self, request: web.Request, part: BodyPartReader, cap: int,
-                         file: bool = False) -> bytes:
-        chunks, size = [], 0
-        while chunk := await part.read_chunk():
-            size += len(chunk)
-            if size > cap:
-                what = "file too large" if file else "field too large"
-                raise _Refused(413, f"{what} (at most {cap} bytes)")
-            if request.content.total_bytes > self.settings.max_body_bytes:
-                raise _Refused(413, f"body too large (at most {self.settings.max_body_bytes} "
-                               "bytes)")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            return _urlencoded(body, request.charset or "utf-8")
+        if ctype == "application/json":
+            return _json(body)
+        raise _Refused(415, "unsupported content type (use a form post or JSON)")
 
     # --- validation -----------------------------------------------------------------------
 
@@ -419,7 +451,7 @@ def _render(extras: dict[str, list[str]]) -> str:
 
 def _page(referer: str | None) -> str | None:
     """The posting page without query or fragment (they may hold tokens)."""
-    if not referer or origin_of(referer) is None:
+    if not referer or not referer.isascii() or origin_of(referer) is None:
         return None
     parts = urlsplit(referer)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:500]

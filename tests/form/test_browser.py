@@ -54,4 +54,5 @@ async def test_a_customer_fills_in_and_submits_the_form(start_form: Any) -> None
     [contact] = state.contacts.values()
     assert (contact["name"], contact["email"]) == ("Ann Lee", "ann@example.com")
     [conversation] = state.conversations.values()
-    assert conversation["custom_attributes"] == {"form": "form", "page": bridge.url("/form")}
+    assert conversation["custom_attributes"] == {
+        "form": "form", "page": bridge.url("/form"), "livebridge_thread": "form|ann@example.com"}

@@ -30,7 +30,8 @@ async def test_urlencoded_post_becomes_contact_conversation_and_message(start_fo
     assert (contact["name"], contact["email"]) == ("Ann Lee", "Ann@Example.com")
     assert contact["identifier"] == "form:ann@example.com"
     [conversation] = state.conversations.values()
-    assert conversation["custom_attributes"] == {"form": "form", "page": bridge.url("/form")}
+    assert conversation["custom_attributes"] == {
+        "form": "form", "page": bridge.url("/form"), "livebridge_thread": "form|ann@example.com"}
     [message] = state.messages.values()
     assert (message["content"], message["message_type"]) == ("Where is my order?", 0)
 
@@ -55,8 +56,12 @@ async def test_multipart_post_with_a_file(start_form: Any) -> None:
     [attachment] = delivered[0].attachments
     assert (attachment.name, attachment.content_type, attachment.data) == (
         "notes.txt", "text/plain", b"hello")
-    [content] = contents(bridge)
-    assert content.startswith("See the attached notes.\n\n[attachment] notes.txt (text/plain, 5")
+    [message] = bridge.emulator.state.messages.values()  # the bytes are uploaded
+    assert message["content"] == "See the attached notes."
+    [uploaded] = message["attachments"]
+    assert (uploaded["name"], uploaded["content_type"], uploaded["file_size"]) == (
+        "notes.txt", "text/plain", 5)
+    assert bridge.emulator.state.attachments == [b"hello"]
 
 
 async def test_json_post(start_form: Any) -> None:
