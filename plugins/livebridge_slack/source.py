@@ -19,7 +19,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from slack_sdk.errors import SlackApiError
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
@@ -29,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from livebridge import (
     AcceptResult,
     Attachment,
+    BodyError,
     Bridge,
     InboundMessage,
     LivebridgeError,
@@ -43,6 +43,7 @@ from livebridge import (
     read_body,
 )
 from livebridge.config import Duration
+from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge_slack.api import TRANSPORT_ERRORS, error_of, is_transient, retry_after
 from livebridge_slack.users import UserDirectory
 
@@ -132,6 +133,70 @@ def _posted_key(channel: str, ts: str) -> str:
     return f"posted:{channel}:{ts}"
 
 
+#: Where the bridge reads text: these must be absent, null or strings (that can be stored).
+_PAYLOAD_TEXT = ("type", "event_id", "team_id")
+_MESSAGE_TEXT = ("type", "subtype", "user", "channel", "ts", "thread_ts", "text",
+                 "channel_type", "team", "user_team", "bot_id")
+_FILE_TEXT = ("name", "title", "id", "mimetype", "permalink", "url_private")
+
+
+def _is_text(value: Any) -> bool:
+    """Absent, or a string without unpaired surrogates (``"\\ud800"`` in JSON)."""
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _list_of_objects(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and all(isinstance(v, dict) for v in value))
+
+
+def _malformed_field(payload: Mapping[str, Any]) -> str | None:
+    """The first field the bridge reads from an Events API payload that has the wrong JSON
+    type (or text that cannot be stored), or None. Slack never sends such a payload; other
+    event types are not looked into (``team_join`` has a ``user`` object, for one)."""
+    wrong = next((k for k in _PAYLOAD_TEXT if not _is_text(payload.get(k))), None)
+    if wrong is not None:
+        return wrong
+    if not _list_of_objects(payload.get("authorizations")):
+        return "authorizations"
+    event = payload.get("event")
+    if payload.get("type") != "event_callback" or event is None:
+        return None
+    if not isinstance(event, dict):
+        return "event"
+    if not _is_text(event.get("type")):
+        return "event.type"
+    if event.get("type") != "message":
+        return None
+    wrong = next((k for k in _MESSAGE_TEXT if not _is_text(event.get(k))), None)
+    if wrong is not None:
+        return f"event.{wrong}"
+    files = event.get("files")
+    if not _list_of_objects(files):
+        return "event.files"
+    for file in files or []:
+        wrong = next((k for k in _FILE_TEXT if not _is_text(file.get(k))), None)
+        if wrong is not None:
+            return f"event.files.{wrong}"
+        size = file.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
+            return "event.files.size"
+    return None
+
+
+def _retry_num(headers: Mapping[str, str]) -> int:
+    """``X-Slack-Retry-Num`` (informational: 0 when absent or not a small number)."""
+    retry = headers.get("X-Slack-Retry-Num", "")
+    return int(retry) if retry.isascii() and retry.isdigit() and len(retry) <= 6 else 0
+
+
 def _attachments(files: Any) -> list[Attachment]:
     """Slack ``files`` as links: name, type, size and the file's Slack URL."""
     if not isinstance(files, list):
@@ -159,8 +224,6 @@ class SlackSource(Source):
         super().__init__(settings, bridge)
         s = self.settings
         self.web = AsyncWebClient(token=s.bot_token.get_secret_value(), base_url=s.api_url)
-        self._verifier = (SignatureVerifier(s.signing_secret.get_secret_value())
-                          if s.signing_secret is not None else None)
         self._users = UserDirectory(self.web, ttl=s.user_cache_ttl, size=s.user_cache_size,
                                     timeout=s.user_lookup_timeout,
                                     on_fallback=self._profile_fallback)
@@ -197,22 +260,27 @@ class SlackSource(Source):
         """``POST`` handler of the Events API: verify, then ``receive``, then answer."""
         try:
             body = await read_body(request, self.settings.max_body_bytes)
-        except web.HTTPRequestEntityTooLarge:
-            return self.reject(request, 413, "body too large")
+        except BodyError as exc:
+            return self.reject(request, exc.status, exc.reason)
         problem = self._signature_problem(request.headers, body)
         if problem:
             return self.reject(request, 401, problem)
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             return self.reject(request, 400, "malformed JSON")
         if not isinstance(payload, dict):
             return self.reject(request, 400, "expected a JSON object")
         if payload.get("type") == "url_verification":
-            return web.json_response({"challenge": payload.get("challenge")})
-        retry = request.headers.get("X-Slack-Retry-Num", "")
+            challenge = payload.get("challenge")
+            if not isinstance(challenge, str):
+                return self.reject(request, 400, "malformed event", detail={"field": "challenge"})
+            return web.json_response({"challenge": challenge})
+        wrong = _malformed_field(payload)
+        if wrong is not None:
+            return self.reject(request, 400, "malformed event", detail={"field": wrong})
         try:
-            result, reason = await self.receive(payload, retry=int(retry) if retry.isdigit() else 0)
+            result, reason = await self.receive(payload, retry=_retry_num(request.headers))
         except (Overloaded, StoreUnavailable) as exc:
             return self.reject(request, 503, "busy", detail={"retry_after": exc.retry_after},
                                headers={"Retry-After": str(exc.retry_after)})
@@ -220,22 +288,20 @@ class SlackSource(Source):
 
     def _signature_problem(self, headers: Mapping[str, str], body: bytes) -> str | None:
         """Why the request is not Slack's (v0 signature, 5-minute window), or None."""
-        assert self._verifier is not None  # the settings require the secret in events mode
+        secret = self.settings.signing_secret
+        assert secret is not None  # the settings require the secret in events mode
         timestamp = headers.get("X-Slack-Request-Timestamp")
         signature = headers.get("X-Slack-Signature")
         if not timestamp or not signature:
             return "unsigned"
-        try:
-            age = abs(self._verifier.clock.now() - int(timestamp))
-        except ValueError:
+        if not (timestamp.isascii() and timestamp.isdigit()):  # Unix seconds, as signed
             return "bad timestamp"
-        if age > MAX_SIGNATURE_AGE:
-            return "stale timestamp"
-        try:
-            valid = self._verifier.is_valid(body, timestamp, signature)
-        except UnicodeDecodeError:
-            valid = False
-        return None if valid else "bad signature"
+        problem = timestamp_problem(timestamp, MAX_SIGNATURE_AGE)
+        if problem:
+            return problem
+        base = b"v0:" + timestamp.encode() + b":" + body
+        expected = "v0=" + hmac_sha256_hex(secret.get_secret_value(), base)
+        return None if equal(signature, expected) else "bad signature"
 
     # --- socket mode ----------------------------------------------------------------------
 
@@ -286,6 +352,8 @@ class SlackSource(Source):
         return result, reason
 
     async def _offer(self, payload: Mapping[str, Any]) -> tuple[AcceptResult, str | None]:
+        if _malformed_field(payload) is not None:  # answered 400 in events mode
+            return AcceptResult.DROPPED, "malformed event"
         event = payload.get("event")
         if payload.get("type") != "event_callback" or not isinstance(event, dict):
             return AcceptResult.DROPPED, "not an event"

@@ -72,7 +72,8 @@ async def test_message_im_lands_with_the_slack_profile(start: Start, slack: Fake
         f"https://avatars.slack-edge.test/{USER}_192.png")
     [conversation] = state.conversations.values()
     assert conversation["custom_attributes"] == {
-        "slack_team": TEAM, "slack_channel": DM, "slack_channel_type": "im"}
+        "slack_team": TEAM, "slack_channel": DM, "slack_channel_type": "im",
+        "livebridge_thread": f"slack|{TEAM}:{DM}:1355517523.000005"}
 
 
 @pytest.mark.parametrize(("headers", "reason"), [
