@@ -18,12 +18,14 @@ _MALFORMED = (ValueError, AssertionError, LookupError, RuntimeError, HttpProcess
 
 
 class BodyError(Exception):
-    """A body refused while reading it: ``status`` (400, 413, 415) and a ``reason``."""
+    """A body refused while reading it: ``status`` (400, 413, 415), a short fixed ``reason``
+    (fit for a metric label) and, for malformed bodies, the parser's ``detail``."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, status: int, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason if detail is None else f"{reason}: {detail}")
         self.status = status
         self.reason = reason
+        self.detail = detail
 
 
 @dataclass(slots=True)
@@ -89,5 +91,5 @@ async def read_multipart(request: web.Request, limit: int, *, max_file: int | No
                 content_type=part.headers.get("Content-Type"), charset=part.get_charset("") or None,
             ))
     except _MALFORMED as exc:
-        raise BodyError(400, f"malformed multipart body: {exc}") from None
+        raise BodyError(400, "malformed multipart body", str(exc)) from None
     return parts
