@@ -4,12 +4,23 @@ Outbox items are grouped by ``thread``. A claim hands out only the oldest item o
 and only while no other item of that thread is leased, so each thread is delivered one at a
 time in accept order while different threads go in parallel. A lease that is not completed,
 retried or dead-lettered in time (the daemon died) expires and the item is claimed again.
+
+Every claim hands its items a token (``OutboxItem.claim``). ``complete``, ``retry`` and
+``dead_letter`` only hand the thread on while that claim still holds it: once a lease ran
+out and the item (or the thread's next one) was claimed again, a late answer from the first
+attempt cannot release the newer claim's lease. A late ``complete`` still removes the item
+(it was delivered); a late ``retry`` or ``dead_letter`` changes nothing, since the newer
+claim now decides the item's fate.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import uuid
 from abc import ABC, abstractmethod
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 __all__ = ["DeadLetter", "OutboxItem", "OutboxStats", "Store"]
@@ -27,6 +38,9 @@ class OutboxItem:
     created_at: float
     attempts: int = 0
     last_error: str | None = None
+    #: The token of the claim that handed the item out (None: not from ``claim``). The
+    #: store checks it on ``complete``/``retry``/``dead_letter``; keep it on copies.
+    claim: str | None = None
 
 
 @dataclass(slots=True)
@@ -55,11 +69,62 @@ class OutboxStats:
     dead_letters: int
 
 
+class _LocalLocks:
+    """Named ``asyncio`` locks for the tasks of one process, created on first use and
+    forgotten when nobody holds or waits for them (so the registry does not grow)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, name: str, timeout: float | None = None) -> AsyncIterator[None]:
+        """Hold the lock ``name``; raise ``TimeoutError`` if not acquired within ``timeout``."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._users[name] = self._users.get(name, 0) + 1
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    await lock.acquire()
+            except TimeoutError:
+                raise TimeoutError(f"lock {name!r} not acquired within {timeout} s") from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            self._users[name] -= 1
+            if not self._users[name]:
+                del self._users[name]
+                del self._locks[name]
+
+
 class Store(ABC):
-    """Where everything the bridge must not forget lives (SQLite or Redis)."""
+    """Where everything the bridge must not forget lives (SQLite or Redis).
+
+    Subclasses call ``super().__init__()``; they call ``_signal_work()`` when work may
+    have become due, which ``wait_for_work`` waits for.
+    """
 
     #: The store's scheme, for logs and ``/readyz`` (``sqlite``, ``redis``).
     kind: str
+
+    def __init__(self) -> None:
+        self._work = asyncio.Event()
+        self._local_locks = _LocalLocks()
+        self._owner = uuid.uuid4().hex[:12]
+        self._claims = itertools.count(1)
+
+    def _signal_work(self) -> None:
+        """Wake ``wait_for_work``: work may be due."""
+        self._work.set()
+
+    def _claim_token(self) -> str:
+        """A token no other claim (of this or any other instance) carries."""
+        return f"{self._owner}:{next(self._claims)}"
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -103,15 +168,18 @@ class Store(ABC):
 
     @abstractmethod
     async def complete(self, item: OutboxItem) -> None:
-        """Remove a delivered item; its thread's next item becomes due."""
+        """Remove a delivered item; its thread's next item becomes due (if ``item.claim``
+        still holds the thread: see the module's docstring)."""
 
     @abstractmethod
     async def retry(self, item: OutboxItem, delay: float, error: str) -> None:
-        """Keep the item at its thread's head and make it due again after ``delay`` s."""
+        """Keep the item at its thread's head and make it due again after ``delay`` s
+        (nothing, if another claim holds the thread now)."""
 
     @abstractmethod
     async def dead_letter(self, item: OutboxItem, reason: str, response: str | None) -> None:
-        """Move the item to the dead letters; its thread's next item becomes due."""
+        """Move the item to the dead letters; its thread's next item becomes due (nothing,
+        if another claim holds the thread now)."""
 
     @abstractmethod
     async def release_all(self) -> None:
@@ -121,9 +189,13 @@ class Store(ABC):
     async def stats(self) -> OutboxStats:
         """Depth, oldest item, leased threads, dead letters."""
 
-    @abstractmethod
     async def wait_for_work(self, timeout: float) -> None:
         """Return when new work may be due (an enqueue here or elsewhere), or after timeout."""
+        try:
+            await asyncio.wait_for(self._work.wait(), timeout)
+        except TimeoutError:
+            return
+        self._work.clear()
 
     # --- dead letters ---------------------------------------------------------------------
 
@@ -132,12 +204,17 @@ class Store(ABC):
         """The oldest dead letters."""
 
     @abstractmethod
+    async def last_dead_letter(self) -> DeadLetter | None:
+        """The newest dead letter (the one ``dead_letters`` lists last), or None; cheap."""
+
+    @abstractmethod
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
         """One dead letter by id."""
 
     @abstractmethod
     async def replay_dead_letter(self, letter_id: str) -> bool:
-        """Put a dead letter back at the end of its thread's queue (False if unknown)."""
+        """Put a dead letter back at the end of its thread's queue as a new item: created
+        now, no attempts yet (False if unknown)."""
 
     @abstractmethod
     async def drop_dead_letter(self, letter_id: str) -> bool:

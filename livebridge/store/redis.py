@@ -8,11 +8,11 @@ Every change is one Lua script, so it is atomic, and every script reads the cloc
 - ``P q:<thread>``: list of the thread's item ids, oldest first
 - ``P due``: sorted set of threads with items, scored by when their head may be claimed (ms):
   now when ready, the retry time after ``retry``, the lease's end while leased
-- ``P leases``: hash thread → token of the claim that holds its lease
+- ``P leases``: hash thread → token of the claim that holds its lease (``OutboxItem.claim``)
 - ``P items``: sorted set of item ids by ``created_at`` (depth, oldest item)
 - ``P seen:<source>:<key>``: dedupe record with an expiry, set in the same script as the item
 - ``P kv:<ns>:<key>``: key-value records with an optional expiry; ``P lock:<name>``: locks
-- ``P dl:<id>``: hash of one dead letter; ``P dead``: sorted set of dead-letter ids
+- ``P dl:<id>``: hash of one dead letter; ``P dead``: sorted set of dead-letter ids (by id)
 - ``P work``: pub/sub channel announcing new work to every daemon
 
 A claim leases a thread by moving its score to the lease's end, so a thread whose daemon
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -68,8 +67,8 @@ local function push(id, kind, source, thread, payload, created, ms)
   redis.call('ZADD', P .. 'items', created, id)
   redis.call('PUBLISH', P .. 'work', '1')
 end
--- After an item left its thread: hand the thread on if this claim held it (token), or if
--- the caller has no token and really removed the item.
+-- After an item left its thread: hand the thread on if this claim holds it (token), or if
+-- the caller has no token (an item not from claim) and really removed the item.
 local function release(thread, token, removed, ms)
   local holder = redis.call('HGET', P .. 'leases', thread)
   if not ((token ~= '' and holder == token) or (token == '' and removed > 0)) then
@@ -161,6 +160,9 @@ return 1
 # ARGV: prefix, thread, id, token, reason, response, has response (0/1)
 _DEAD_LETTER = _LIB + """
 local ms, stamp = clock()
+if ARGV[4] ~= '' and redis.call('HGET', P .. 'leases', ARGV[2]) ~= ARGV[4] then
+  return 0  -- the lease ran out and another claim holds the thread now
+end
 local item = P .. 'item:' .. ARGV[3]
 local f = redis.call('HMGET', item, 'kind', 'source', 'payload', 'created_at', 'attempts')
 local removed = 0
@@ -183,19 +185,31 @@ release(ARGV[2], ARGV[4], removed, ms)
 return removed
 """
 
-# ARGV: prefix, letter id
+# ARGV: prefix, letter id. The replayed item is new: created now, no attempts yet.
 _REPLAY = _LIB + """
-local ms = clock()
+local ms, stamp = clock()
 local dl = P .. 'dl:' .. ARGV[2]
-local f = redis.call('HMGET', dl, 'kind', 'source', 'thread', 'payload', 'created_at')
+local f = redis.call('HMGET', dl, 'kind', 'source', 'thread', 'payload')
 if not f[1] then
   return 0
 end
 local id = redis.call('INCR', P .. 'seq')
-push(id, f[1], f[2], f[3], f[4], f[5], ms)
+push(id, f[1], f[2], f[3], f[4], stamp, ms)
 redis.call('DEL', dl)
 redis.call('ZREM', P .. 'dead', ARGV[2])
 return 1
+"""
+
+# ARGV: prefix, then the dead-letter fields to return. The newest letter: {id, fields...}.
+_LAST_DEAD = """
+local P = ARGV[1]
+for _, id in ipairs(redis.call('ZREVRANGE', P .. 'dead', 0, 9)) do
+  local f = redis.call('HMGET', P .. 'dl:' .. id, unpack(ARGV, 2))
+  if f[1] then
+    return {id, unpack(f)}
+  end
+end
+return false
 """
 
 # ARGV: prefix, letter id
@@ -298,19 +312,13 @@ class RedisStore(Store):
 
     def __init__(self, url: str, *, socket_timeout: float = 5.0,
                  connect_timeout: float = 2.0) -> None:
+        super().__init__()
         self.url, self.prefix = split_url(url)
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._listener: asyncio.Task[None] | None = None
-        self._work = asyncio.Event()
-        self._owner = uuid.uuid4().hex[:12]
-        self._claims = 0
-        #: Item id → token of the claim that leased it here (checked on complete/retry).
-        self._tokens: dict[str, str] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._lock_users: defaultdict[str, int] = defaultdict(int)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -326,8 +334,9 @@ class RedisStore(Store):
             raise LivebridgeError(f"store url: {exc}") from exc
         scripts = {"enqueue": _ENQUEUE, "claim": _CLAIM, "complete": _COMPLETE,
                    "retry": _RETRY, "dead_letter": _DEAD_LETTER, "replay": _REPLAY,
-                   "drop": _DROP, "stats": _STATS, "lock_acquire": _LOCK_ACQUIRE,
-                   "lock_extend": _LOCK_EXTEND, "lock_release": _LOCK_RELEASE}
+                   "last_dead": _LAST_DEAD, "drop": _DROP, "stats": _STATS,
+                   "lock_acquire": _LOCK_ACQUIRE, "lock_extend": _LOCK_EXTEND,
+                   "lock_release": _LOCK_RELEASE}
         self._scripts = {name: self._redis.register_script(s) for name, s in scripts.items()}
         self._listener = asyncio.create_task(self._listen(), name="livebridge-redis-listener")
         try:
@@ -361,16 +370,16 @@ class RedisStore(Store):
             return await self._scripts[script](keys=list(keys), args=[self.prefix, *args])
 
     async def _listen(self) -> None:
-        """Set ``_work`` whenever any daemon announces work (resubscribing after outages)."""
+        """Signal work whenever any daemon announces it (resubscribing after outages)."""
         channel = self.prefix + "work"
         while self._redis is not None:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
-                self._work.set()  # announcements may have been missed while unsubscribed
+                self._signal_work()  # announcements may have been missed while unsubscribed
                 while True:
                     if await pubsub.get_message(timeout=1.0) is not None:
-                        self._work.set()
+                        self._signal_work()
             except Exception as exc:  # Redis is down: keep trying, the dispatcher polls anyway
                 log.debug("work announcements interrupted", error=str(exc))
                 await asyncio.sleep(1.0)
@@ -387,7 +396,7 @@ class RedisStore(Store):
         stored = await self._run("enqueue", kind, source, self._seen_key(source, dedupe_key),
                                  thread, payload, _ms(dedupe_ttl))
         if stored:
-            self._work.set()
+            self._signal_work()
         return bool(stored)
 
     def _seen_key(self, source: str, dedupe_key: str) -> str:
@@ -401,41 +410,26 @@ class RedisStore(Store):
         with _unavailable():
             return int(await self._client().zcard(self.prefix + "items"))
 
-    async def wait_for_work(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._work.wait(), timeout)
-        except TimeoutError:
-            return
-        self._work.clear()
-
     # --- delivering -----------------------------------------------------------------------
 
     async def claim(self, limit: int, lease: float) -> list[OutboxItem]:
         if limit <= 0:
             return []
-        self._claims += 1
-        token = f"{self._owner}:{self._claims}"
+        token = self._claim_token()
         rows = await self._run("claim", limit, _ms(lease), token)
-        items = []
-        for id_, thread, kind, source, payload, created, attempts, error in rows:
-            items.append(OutboxItem(str(id_), kind, source, thread, payload, float(created),
-                                    int(attempts), error))
-            self._tokens[str(id_)] = token
-        return items
+        return [OutboxItem(str(id_), kind, source, thread, payload, float(created), int(attempts),
+                           error, claim=token)
+                for id_, thread, kind, source, payload, created, attempts, error in rows]
 
     async def complete(self, item: OutboxItem) -> None:
-        await self._run("complete", item.thread, item.id, self._tokens.get(item.id, ""))
-        self._tokens.pop(item.id, None)
+        await self._run("complete", item.thread, item.id, item.claim or "")
 
     async def retry(self, item: OutboxItem, delay: float, error: str) -> None:
-        await self._run("retry", item.thread, item.id, self._tokens.get(item.id, ""),
-                        _ms(delay), error)
-        self._tokens.pop(item.id, None)
+        await self._run("retry", item.thread, item.id, item.claim or "", _ms(delay), error)
 
     async def dead_letter(self, item: OutboxItem, reason: str, response: str | None) -> None:
-        await self._run("dead_letter", item.thread, item.id, self._tokens.get(item.id, ""),
+        await self._run("dead_letter", item.thread, item.id, item.claim or "",
                         reason, response or "", "0" if response is None else "1")
-        self._tokens.pop(item.id, None)
 
     async def release_all(self) -> None:
         """Nothing to do: leases are shared by all daemons and run out by themselves."""
@@ -463,6 +457,10 @@ class RedisStore(Store):
         return [_dead_letter(letter_id, row) for letter_id, row in zip(ids, rows, strict=True)
                 if row[0] is not None]
 
+    async def last_dead_letter(self) -> DeadLetter | None:
+        row = await self._run("last_dead", *self._DL_FIELDS)
+        return None if row is None else _dead_letter(row[0], row[1:])
+
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
         with _unavailable():
             row = await self._client().hmget(f"{self.prefix}dl:{letter_id}", self._DL_FIELDS)
@@ -471,7 +469,7 @@ class RedisStore(Store):
     async def replay_dead_letter(self, letter_id: str) -> bool:
         replayed = bool(await self._run("replay", letter_id))
         if replayed:
-            self._work.set()
+            self._signal_work()
         return replayed
 
     async def drop_dead_letter(self, letter_id: str) -> bool:
@@ -508,36 +506,21 @@ class RedisStore(Store):
 
     @asynccontextmanager
     async def _lock(self, name: str, wait: float) -> AsyncIterator[None]:
-        local = self._locks.setdefault(name, asyncio.Lock())  # this process's tasks queue here
-        self._lock_users[name] += 1
-        try:
-            deadline = time.monotonic() + wait
+        deadline = time.monotonic() + wait
+        async with self._local_locks.hold(name, wait):  # this process's tasks queue here
+            key, token = f"{self.prefix}lock:{name}", uuid.uuid4().hex
+            await self._acquire(name, key, token, deadline, wait)
+            keeper = asyncio.create_task(self._keep(name, key, token))
             try:
-                async with asyncio.timeout(wait):
-                    await local.acquire()
-            except TimeoutError:
-                raise TimeoutError(f"lock {name!r} not acquired within {wait} s") from None
-            try:
-                key, token = f"{self.prefix}lock:{name}", uuid.uuid4().hex
-                await self._acquire(name, key, token, deadline, wait)
-                keeper = asyncio.create_task(self._keep(name, key, token))
-                try:
-                    yield
-                finally:
-                    keeper.cancel()
-                    await asyncio.gather(keeper, return_exceptions=True)
-                    try:
-                        await self._run("lock_release", token, keys=(key,))
-                    except StoreUnavailable as exc:
-                        log.warning("lock not released; it expires by itself", lock=name,
-                                    error=str(exc))
+                yield
             finally:
-                local.release()
-        finally:
-            self._lock_users[name] -= 1
-            if not self._lock_users[name]:
-                del self._lock_users[name]
-                del self._locks[name]
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
+                try:
+                    await self._run("lock_release", token, keys=(key,))
+                except StoreUnavailable as exc:
+                    log.warning("lock not released; it expires by itself", lock=name,
+                                error=str(exc))
 
     async def _acquire(self, name: str, key: str, token: str, deadline: float,
                        wait: float) -> None:

@@ -12,10 +12,9 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +33,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_thread ON outbox (thread, id);
 CREATE TABLE IF NOT EXISTS threads (
-    thread TEXT PRIMARY KEY, due_at REAL NOT NULL, leased_until REAL NOT NULL DEFAULT 0
+    thread TEXT PRIMARY KEY, due_at REAL NOT NULL, leased_until REAL NOT NULL DEFAULT 0,
+    claim TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS threads_due ON threads (due_at);
 CREATE TABLE IF NOT EXISTS seen (
@@ -61,8 +61,13 @@ class SQLiteStore(Store):
 
     kind = "sqlite"
 
+    #: How old (s) the cached outbox depth may get before ``depth()`` counts again, so
+    #: that changes by other processes (``livebridge dlq replay``) are seen.
+    depth_resync = 5.0
+
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
                  exclusive: bool = True) -> None:
+        super().__init__()
         self.path = Path(path)
         self.exclusive = exclusive
         self._synchronous = synchronous.upper()
@@ -72,16 +77,21 @@ class SQLiteStore(Store):
         self._pending: list[tuple[_Op, asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._work = asyncio.Event()
         self._depth = 0
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._lock_users: defaultdict[str, int] = defaultdict(int)
+        self._depth_at = 0.0  # time.monotonic() of the last count
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (the daemon: create and lock) the file; ``exclusive=False`` (the CLI) opens
+        an existing store beside its daemon and raises ``LivebridgeError`` if there is none."""
+        if not self.exclusive and not self.path.is_file():
+            raise LivebridgeError(
+                f"no livebridge store exists at {self.path.resolve()} (check store.url; "
+                "the daemon creates the store when it first starts)"
+            )
         if self.exclusive:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,16 +105,26 @@ class SQLiteStore(Store):
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._connect)
         self._writer = asyncio.create_task(self._write_loop(), name="livebridge-sqlite-writer")
-        self._depth = await self._run(
-            lambda c: int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
-        )
+        await self._count_depth()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if self.exclusive:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        else:  # never create the file: a CLI pointed at the wrong path must not make one
+            try:
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True,
+                                       isolation_level=None, check_same_thread=False)
+            except sqlite3.OperationalError as exc:
+                raise LivebridgeError(
+                    f"no livebridge store exists at {self.path.resolve()} ({exc})"
+                ) from None
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(threads)")}
+        if "claim" not in columns:  # a store written by an older livebridge
+            conn.execute("ALTER TABLE threads ADD COLUMN claim TEXT")
         return conn
 
     async def close(self) -> None:
@@ -203,7 +223,7 @@ class SQLiteStore(Store):
         stored = await self._run(op)
         if stored:
             self._depth += 1
-            self._work.set()
+            self._signal_work()
         return stored
 
     async def seen(self, source: str, dedupe_key: str) -> bool:
@@ -216,18 +236,22 @@ class SQLiteStore(Store):
         return row is not None
 
     async def depth(self) -> int:
+        """The cached count, counted again when older than ``depth_resync`` seconds."""
+        if time.monotonic() - self._depth_at >= self.depth_resync:
+            await self._count_depth()
         return self._depth
 
-    async def wait_for_work(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._work.wait(), timeout)
-        except TimeoutError:
-            return
-        self._work.clear()
+    async def _count_depth(self) -> None:
+        self._depth_at = time.monotonic()  # before the await: concurrent callers count once
+        self._depth = await self._run(
+            lambda c: int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        )
 
     # --- delivering -----------------------------------------------------------------------
 
     async def claim(self, limit: int, lease: float) -> list[OutboxItem]:
+        token = self._claim_token()
+
         def op(c: sqlite3.Connection) -> list[OutboxItem]:
             now = time.time()
             threads = [
@@ -248,25 +272,41 @@ class SQLiteStore(Store):
                 if row is None:  # cannot happen while threads and outbox agree; heal it
                     c.execute("DELETE FROM threads WHERE thread=?", (thread,))
                     continue
-                c.execute("UPDATE threads SET leased_until=? WHERE thread=?", (now + lease, thread))
-                items.append(OutboxItem(str(row[0]), *row[1:]))
+                c.execute("UPDATE threads SET leased_until=?, claim=? WHERE thread=?",
+                          (now + lease, token, thread))
+                id_, kind, source, _, payload, created, attempts, error = row
+                items.append(OutboxItem(str(id_), kind, source, thread, payload, created,
+                                        attempts, error, claim=token))
             return items
 
         return await self._run(op)
 
     async def complete(self, item: OutboxItem) -> None:
-        if await self._run(lambda c: _remove_head(c, item)):
+        def op(c: sqlite3.Connection) -> bool:
+            holds = _holds(c, item)
+            removed = _remove(c, item)
+            if holds if item.claim is not None else removed:
+                _hand_on(c, item.thread)
+            return removed
+
+        if await self._run(op):
             self._depth -= 1
-            self._work.set()
+        self._signal_work()
 
     async def retry(self, item: OutboxItem, delay: float, error: str) -> None:
         def op(c: sqlite3.Connection) -> None:
-            c.execute(
+            if item.claim is not None and not _holds(c, item):
+                return  # the lease ran out and another claim holds the thread now
+            changed = c.execute(
                 "UPDATE outbox SET attempts=attempts+1, last_error=? WHERE id=?",
                 (error, int(item.id)),
-            )
+            ).rowcount
+            if not changed:  # gone (a late complete of an earlier claim): hand on if ours
+                if item.claim is not None:
+                    _hand_on(c, item.thread)
+                return
             c.execute(
-                "UPDATE threads SET due_at=?, leased_until=0 WHERE thread=?",
+                "UPDATE threads SET due_at=?, leased_until=0, claim=NULL WHERE thread=?",
                 (time.time() + delay, item.thread),
             )
 
@@ -274,7 +314,12 @@ class SQLiteStore(Store):
 
     async def dead_letter(self, item: OutboxItem, reason: str, response: str | None) -> None:
         def op(c: sqlite3.Connection) -> bool:
-            if not _remove_head(c, item):
+            if item.claim is not None and not _holds(c, item):
+                return False  # the lease ran out and another claim holds the thread now
+            removed = _remove(c, item)
+            if removed or item.claim is not None:
+                _hand_on(c, item.thread)
+            if not removed:
                 return False
             c.execute(
                 "INSERT INTO dead_letters (kind, source, thread, payload, created_at, failed_at,"
@@ -286,11 +331,11 @@ class SQLiteStore(Store):
 
         if await self._run(op):
             self._depth -= 1
-            self._work.set()
+        self._signal_work()
 
     async def release_all(self) -> None:
         if self.exclusive:  # this daemon owns the file: every lease is a dead process's
-            await self._run(lambda c: c.execute("UPDATE threads SET leased_until=0"))
+            await self._run(lambda c: c.execute("UPDATE threads SET leased_until=0, claim=NULL"))
 
     async def stats(self) -> OutboxStats:
         def op(c: sqlite3.Connection) -> OutboxStats:
@@ -303,6 +348,7 @@ class SQLiteStore(Store):
 
         stats = await self._run(op)
         self._depth = stats.depth  # resync with what other processes (the CLI) changed
+        self._depth_at = time.monotonic()
         return stats
 
     # --- dead letters ---------------------------------------------------------------------
@@ -320,6 +366,14 @@ class SQLiteStore(Store):
         )
         return [DeadLetter(str(r[0]), *r[1:]) for r in rows]
 
+    async def last_dead_letter(self) -> DeadLetter | None:
+        row = await self._run(
+            lambda c: c.execute(
+                f"SELECT {self._DL_COLUMNS} FROM dead_letters ORDER BY id DESC LIMIT 1"  # noqa: S608
+            ).fetchone()
+        )
+        return None if row is None else DeadLetter(str(row[0]), *row[1:])
+
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
         row = await self._run(lambda c: _dead_letter_row(c, letter_id))
         return None if row is None else DeadLetter(str(row[0]), *row[1:])
@@ -329,15 +383,17 @@ class SQLiteStore(Store):
             row = _dead_letter_row(c, letter_id)
             if row is None:
                 return False
-            _, kind, source, thread, payload, created_at = row[:6]
-            _insert_item(c, kind, source, thread, payload, created_at)
+            _, kind, source, thread, payload = row[:5]
+            # A new item: its age and attempts count from now, or an item dead-lettered for
+            # its age would be given up again on its first failure.
+            _insert_item(c, kind, source, thread, payload, time.time())
             c.execute("DELETE FROM dead_letters WHERE id=?", (row[0],))
             return True
 
         replayed = await self._run(op)
         if replayed:
             self._depth += 1
-            self._work.set()
+            self._signal_work()
         return replayed
 
     async def drop_dead_letter(self, letter_id: str) -> bool:
@@ -375,20 +431,7 @@ class SQLiteStore(Store):
 
     def lock(self, name: str, timeout: float = 30.0) -> AbstractAsyncContextManager[None]:
         # One daemon owns an SQLite file (see open()), so an in-process lock is enough.
-        return self._local_lock(name)
-
-    @asynccontextmanager
-    async def _local_lock(self, name: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        self._lock_users[name] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._lock_users[name] -= 1
-            if not self._lock_users[name]:
-                del self._lock_users[name]
-                del self._locks[name]
+        return self._local_locks.hold(name)
 
     async def purge_expired(self) -> int:
         def op(c: sqlite3.Connection) -> int:
@@ -412,16 +455,26 @@ def _insert_item(
     )
 
 
-def _remove_head(c: sqlite3.Connection, item: OutboxItem) -> bool:
-    if not c.execute("DELETE FROM outbox WHERE id=?", (int(item.id),)).rowcount:
-        return False  # already gone: a late answer after the lease ran out; leave the thread
-    if c.execute("SELECT 1 FROM outbox WHERE thread=? LIMIT 1", (item.thread,)).fetchone():
+def _holds(c: sqlite3.Connection, item: OutboxItem) -> bool:
+    """Whether the claim that handed out ``item`` still holds its thread."""
+    row = c.execute("SELECT claim FROM threads WHERE thread=?", (item.thread,)).fetchone()
+    return row is not None and item.claim is not None and row[0] == item.claim
+
+
+def _remove(c: sqlite3.Connection, item: OutboxItem) -> bool:
+    """Delete the item; False if it was gone already (a late answer after its lease ran out)."""
+    return bool(c.execute("DELETE FROM outbox WHERE id=?", (int(item.id),)).rowcount)
+
+
+def _hand_on(c: sqlite3.Connection, thread: str) -> None:
+    """Release the thread's lease: its head is due now (or the thread is done)."""
+    if c.execute("SELECT 1 FROM outbox WHERE thread=? LIMIT 1", (thread,)).fetchone():
         c.execute(
-            "UPDATE threads SET due_at=?, leased_until=0 WHERE thread=?", (time.time(), item.thread)
+            "UPDATE threads SET due_at=?, leased_until=0, claim=NULL WHERE thread=?",
+            (time.time(), thread),
         )
     else:
-        c.execute("DELETE FROM threads WHERE thread=?", (item.thread,))
-    return True
+        c.execute("DELETE FROM threads WHERE thread=?", (thread,))
 
 
 def _int_id(letter_id: str) -> int:

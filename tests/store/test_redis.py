@@ -15,7 +15,7 @@ from livebridge.store.redis import RedisStore, split_url
 
 from .conftest import Backend
 from .redis_server import RedisServer, free_port
-from .test_contract import FAR, claim_one, eventually, hammer, put
+from .test_contract import FAR, claim_one, eventually, hammer, put, subscribed
 
 pytestmark = pytest.mark.redis
 
@@ -105,16 +105,6 @@ async def test_late_retry_after_takeover_is_ignored(redis_backend: Backend) -> N
     nxt = await claim_one(other)
     assert nxt.payload == "b"
     assert (await other.stats()).in_flight == 1
-
-
-async def subscribed(url: str, prefix: str, count: int) -> None:
-    """Wait until ``count`` store instances listen for work announcements."""
-    raw = aioredis.Redis.from_url(url)
-    try:
-        await eventually(lambda: raw.pubsub_numsub(f"{prefix}work"),
-                         lambda found: found[0][1] >= count)
-    finally:
-        await raw.aclose()
 
 
 async def test_enqueue_wakes_other_daemons(redis_backend: Backend) -> None:

@@ -1,0 +1,67 @@
+"""What only the SQLite store promises: the CLI opens the daemon's file, never a new one,
+and files written by older versions open."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from livebridge.config import StoreConfig
+from livebridge.exceptions import LivebridgeError
+from livebridge.store import create_store
+from livebridge.store.sqlite import SQLiteStore
+
+from .test_contract import FAR, claim_one, put
+
+
+async def test_cli_open_of_a_missing_store_fails_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = create_store(StoreConfig(url="sqlite:///var/missing.db"), exclusive=False)
+    with pytest.raises(LivebridgeError) as caught:
+        await store.open()
+    assert f"no livebridge store exists at {tmp_path / 'var' / 'missing.db'}" in str(caught.value)
+    assert not (tmp_path / "var").exists()
+    await store.close()
+
+
+async def test_cli_opens_the_daemons_store(tmp_path: Path) -> None:
+    daemon = SQLiteStore(tmp_path / "store.db")
+    await daemon.open()  # the daemon creates the file
+    cli = SQLiteStore(tmp_path / "store.db", exclusive=False)
+    try:
+        await put(daemon, "a")
+        await cli.open()
+        assert (await cli.stats()).depth == 1
+    finally:
+        await cli.close()
+        await daemon.close()
+
+
+async def test_store_of_an_older_version_opens(tmp_path: Path) -> None:
+    """A ``threads`` table without the ``claim`` column (written before claim tokens)."""
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await put(store, "a")
+    await put(store, "b")
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE old (thread TEXT PRIMARY KEY, due_at REAL NOT NULL,"
+            " leased_until REAL NOT NULL DEFAULT 0) WITHOUT ROWID;"
+            "INSERT INTO old SELECT thread, due_at, leased_until FROM threads;"
+            "DROP TABLE threads; ALTER TABLE old RENAME TO threads;"
+        )
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        a = await claim_one(store)
+        assert a.payload == "a" and a.claim is not None
+        await store.complete(a)
+        assert (await claim_one(store, lease=FAR)).payload == "b"
+    finally:
+        await store.close()
