@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 _ID = re.compile(r"<([^<>\s]+)>")
-_RECIPIENT_HEADERS = ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To")
+_COPIED_HEADERS = ("To", "Cc")
+_DELIVERY_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To")
 _AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply")
 _BULK_PRECEDENCE = {"bulk", "junk"}
 #: Declared charsets that are usually a smaller relative of what was really sent.
@@ -62,12 +63,20 @@ class ParsedEmail:
     message_id: str | None
     in_reply_to: str | None
     references: list[str]
-    recipients: list[str]
+    #: The addresses in To and Cc (lowercased).
+    copied: list[str]
+    #: Where the mail was delivered: Delivered-To-style headers, then the provider's envelope
+    #: recipients (our own addresses).
+    delivered: list[str]
     #: Why the mail is not a person writing: ``auto-reply``, ``bulk``, ``bounce``, or None.
     auto: str | None
     text: str
-    html_only: bool
     attachments: list[ParsedAttachment] = field(default_factory=list)
+
+    @property
+    def recipients(self) -> list[str]:
+        """Every address the mail names as a recipient or was delivered to."""
+        return [*self.copied, *self.delivered]
 
 
 def normalize_id(message_id: str) -> str:
@@ -98,7 +107,7 @@ def parse_bytes(raw: bytes, keep_bytes: int) -> ParsedEmail:
     assert isinstance(msg, EmailMessage)
     body = _Body(keep_bytes)
     body.collect(msg)
-    return _facts(msg, body.text(), body.html_only(), body.attachments)
+    return _facts(msg, body.text(), body.attachments)
 
 
 def header_block(pairs: Iterable[tuple[str, str]]) -> EmailMessage:
@@ -117,29 +126,30 @@ def parse_fields(headers: EmailMessage, text: str | None, html: str | None,
     """Facts from a provider's header block and its already-decoded bodies."""
     plain = (text or "").strip()
     body = plain or html_to_text(html or "")
-    return _facts(headers, body, not plain and bool(html and html.strip()), attachments)
+    return _facts(headers, body, attachments)
 
 
 # --- headers ------------------------------------------------------------------------------
 
 
-def _facts(msg: EmailMessage, text: str, html_only: bool,
-           attachments: list[ParsedAttachment]) -> ParsedEmail:
+def _facts(msg: EmailMessage, text: str, attachments: list[ParsedAttachment]) -> ParsedEmail:
     from_name, from_email = _first_address(msg, "From")
     _, reply_to = _first_address(msg, "Reply-To")
-    recipients = [addr for name in _RECIPIENT_HEADERS for _, addr in _addresses(msg, name)]
     raw_id = _raw(msg, "Message-ID").strip()
     message_ids = _ID.findall(raw_id)
     message_id = f"<{message_ids[0]}>" if message_ids else (
         f"<{raw_id}>" if raw_id and " " not in raw_id else None)
+    if message_id is not None and not normalize_id(message_id):
+        message_id = None  # "<>" and the like: no id (the caller fingerprints the mail)
     in_reply_to = _ID.findall(_raw(msg, "In-Reply-To"))
     return ParsedEmail(
         from_email=from_email, from_name=from_name, reply_to=reply_to,
         subject=_header(msg, "Subject"), message_id=message_id,
         in_reply_to=f"<{in_reply_to[0]}>" if in_reply_to else None,
         references=[f"<{i}>" for i in _ID.findall(_raw(msg, "References"))],
-        recipients=recipients, auto=_auto(msg, from_email), text=text, html_only=html_only,
-        attachments=attachments,
+        copied=[addr for name in _COPIED_HEADERS for _, addr in _addresses(msg, name)],
+        delivered=[addr for name in _DELIVERY_HEADERS for _, addr in _addresses(msg, name)],
+        auto=_auto(msg, from_email), text=text, attachments=attachments,
     )
 
 
@@ -224,14 +234,10 @@ class _Body:
     def __init__(self, keep_bytes: int) -> None:
         self.keep_bytes = keep_bytes
         self.fragments: list[str] = []
-        self.plain = False
         self.attachments: list[ParsedAttachment] = []
 
     def text(self) -> str:
         return "\n\n".join(f.strip() for f in self.fragments if f.strip())
-
-    def html_only(self) -> bool:
-        return bool(self.fragments) and not self.plain
 
     def collect(self, part: Message, files_only: bool = False) -> None:
         """Add ``part``'s text and files (only its files when it is an unread alternative)."""
@@ -245,7 +251,6 @@ class _Body:
         elif content_type in ("text/plain", "text/html") and not _is_attachment(part):
             if not files_only:
                 text = _text_of(part)
-                self.plain = self.plain or content_type == "text/plain"
                 self.fragments.append(
                     _unflow(part, text) if content_type == "text/plain" else html_to_text(text))
         elif not (files_only and part.get_content_maintype() == "text"):

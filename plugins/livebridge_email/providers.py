@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import hashlib
-import hmac
 import json
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formataddr
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 import aiohttp
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from livebridge import read_body
+from livebridge import BodyError, read_body, read_multipart
+from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge_email.parse import (
     ParsedAttachment,
     ParsedEmail,
@@ -41,19 +39,39 @@ from livebridge_email.sns import (
 if TYPE_CHECKING:
     from livebridge_email.source import EmailSource
 
-__all__ = ["PROVIDERS", "Incoming", "Provider", "Refused"]
+__all__ = ["PROVIDERS", "Incoming", "Provider", "Refused", "Unauthenticated"]
 
 _FETCH_MAX_BYTES = 64 * 1024
+#: Files a multipart form may carry (the body cap bounds their bytes).
+_MAX_FILES = 500
 
 
 class Refused(Exception):
-    """The request is refused; nothing is stored. ``status`` is the natural HTTP answer."""
+    """The request is refused; nothing is stored. ``status`` is the natural HTTP answer;
+    ``final``: the mail can never be accepted, so the provider may stop retrying it;
+    ``detail``: what exactly was wrong, when ``reason`` (a metric label) does not say."""
 
-    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None):
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None,
+                 *, final: bool = True, detail: str | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers
+        self.final = final and status < 500
+        self.detail = detail
+
+
+class Unauthenticated(Refused):
+    """A bad signature or credentials: 401, retried by every provider (a rotated key or a
+    typo in the configuration must not lose the mail sent meanwhile)."""
+
+    def __init__(self, reason: str, headers: Mapping[str, str] | None = None):
+        super().__init__(401, reason, headers, final=False)
+
+
+def _body_refused(exc: BodyError) -> Refused:
+    """A body that could not be read; a malformed one may be our parser's fault (retried)."""
+    return Refused(exc.status, exc.reason, final=exc.status != 400, detail=exc.detail)
 
 
 @dataclass(slots=True)
@@ -83,7 +101,7 @@ class Provider(ABC):
     """Turns one provider's webhook request into an ``Incoming`` mail."""
 
     name: ClassVar[str]
-    #: The answer that stops the provider's retries of a permanent refusal, if it has one.
+    #: The answer that stops the provider's retries of a ``final`` refusal, if it has one.
     stop_status: ClassVar[int | None] = None
 
     def __init__(self, source: EmailSource) -> None:
@@ -105,22 +123,21 @@ class Provider(ABC):
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         given_user = given_password = ""
         if scheme.lower() == "basic":
-            try:
+            try:  # ValueError: non-ASCII text
                 decoded = base64.b64decode(value.strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:
                 decoded = ""
             given_user, _, given_password = decoded.partition(":")
-        user_ok = hmac.compare_digest(given_user.encode(), user.encode())
-        if not (user_ok & hmac.compare_digest(given_password.encode(), password.encode())):
-            raise Refused(401, "bad credentials",
-                          headers={"WWW-Authenticate": 'Basic realm="livebridge"'})
+        if not (equal(given_user, user) & equal(given_password, password)):
+            raise Unauthenticated("bad credentials",
+                                  headers={"WWW-Authenticate": 'Basic realm="livebridge"'})
 
     async def body(self, request: web.Request) -> bytes:
         """The raw body, refused (413) past ``max_body_bytes``."""
         try:
             return await read_body(request, self.settings.max_body_bytes)
-        except web.HTTPRequestEntityTooLarge:
-            raise Refused(413, "body too large") from None
+        except BodyError as exc:
+            raise _body_refused(exc) from None
 
     async def json_body(self, request: web.Request) -> dict[str, Any]:
         """The body as a JSON object, refused (400) otherwise."""
@@ -137,26 +154,12 @@ class Provider(ABC):
         if request.content_type == "application/x-www-form-urlencoded":
             body = (await self.body(request)).decode("utf-8", "replace")
             return {k: _Field(v.encode()) for k, v in parse_qsl(body, keep_blank_values=True)}
-        if request.content_type != "multipart/form-data":
-            raise Refused(415, "expected a form post")
-        fields: dict[str, _Field] = {}
-        total, limit = 0, self.settings.max_body_bytes
         try:
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    raise Refused(400, "nested multipart form")
-                data = bytearray()
-                while chunk := await part.read_chunk():
-                    total += len(chunk)
-                    if total > limit:
-                        raise Refused(413, "body too large")
-                    data.extend(chunk)
-                fields[part.name or ""] = _Field(bytes(part.decode(data)), part.filename,
-                                                 part.headers.get(aiohttp.hdrs.CONTENT_TYPE))
-        except (ValueError, AssertionError) as exc:
-            raise Refused(400, f"malformed multipart form: {exc}") from None
-        return fields
+            parts = await read_multipart(request, self.settings.max_body_bytes,
+                                         max_files=_MAX_FILES)
+        except BodyError as exc:
+            raise _body_refused(exc) from None
+        return {p.name: _Field(p.data, p.filename, p.content_type) for p in parts}
 
     def attachment(self, name: str | None, content_type: str | None,
                    data: bytes) -> ParsedAttachment:
@@ -170,12 +173,20 @@ class Provider(ABC):
         """A whole MIME message (parsed in a worker thread), refused (400) when empty."""
         if not raw.strip():
             raise Refused(400, "empty message")
-        return await asyncio.to_thread(parse_bytes, raw, self.settings.attachment_max_bytes)
+        try:
+            return await asyncio.to_thread(parse_bytes, raw, self.settings.attachment_max_bytes)
+        except Exception:  # the parser is lenient; whatever still fails is not a mail
+            self.source.log.exception("unparsable message")
+            raise Refused(422, "unparsable message", final=False) from None
 
     async def parse_fields(self, headers: EmailMessage, text: str | None, html: str | None,
                            files: list[ParsedAttachment]) -> ParsedEmail:
         """A provider's parsed fields (HTML converted in a worker thread)."""
-        return await asyncio.to_thread(parse_fields, headers, text, html, files)
+        try:
+            return await asyncio.to_thread(parse_fields, headers, text, html, files)
+        except Exception:
+            self.source.log.exception("unparsable message")
+            raise Refused(422, "unparsable message", final=False) from None
 
 
 class Mailgun(Provider):
@@ -189,18 +200,14 @@ class Mailgun(Provider):
         timestamp, token, signature = (
             form[k].text() if k in form else "" for k in ("timestamp", "token", "signature"))
         assert self.settings.signing_key is not None
-        key = self.settings.signing_key.get_secret_value().encode()
-        expected = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
-        if not (timestamp and token and hmac.compare_digest(expected, signature)):
-            raise Refused(401, "bad signature")
-        try:
-            age = abs(time.time() - float(timestamp))
-        except ValueError:
-            raise Refused(401, "bad timestamp") from None
-        if age > self.settings.max_age:
-            raise Refused(401, "stale timestamp")
+        expected = hmac_sha256_hex(self.settings.signing_key.get_secret_value(),
+                                   (timestamp + token).encode())
+        if not (timestamp and token and equal(signature, expected)):
+            raise Unauthenticated("bad signature")
+        if problem := timestamp_problem(timestamp, self.settings.max_age):
+            raise Unauthenticated(problem)
         if await self.source.nonce_seen(token):
-            raise Refused(401, "reused token")
+            raise Unauthenticated("reused token")
         fields = {k.lower(): v for k, v in form.items()}
         if "body-mime" in fields:
             mail = await self.parse_raw(fields["body-mime"].data)
@@ -217,8 +224,8 @@ class Mailgun(Provider):
             mail = await self.parse_fields(headers, _text(fields, "body-plain"),
                                            _text(fields, "body-html"), files)
             stripped = _text(fields, "stripped-text")
-        mail.recipients.extend(a.strip() for a in _text(fields, "recipient").lower().split(",")
-                               if a.strip())
+        mail.delivered.extend(a.strip() for a in _text(fields, "recipient").lower().split(",")
+                              if a.strip())
         return Incoming(mail, stripped=stripped, nonce=token)
 
 
@@ -253,7 +260,7 @@ class SendGrid(Provider):
         else:
             raise Refused(400, "neither 'email' nor 'headers': not an Inbound Parse post")
         envelope = _json(form.get("envelope"), dict) or {}
-        mail.recipients.extend(a.lower() for a in _strs(envelope.get("to")))
+        mail.delivered.extend(a.lower() for a in _strs(envelope.get("to")))
         return Incoming(mail)
 
 
@@ -271,8 +278,8 @@ class Postmark(Provider):
         present = {name.lower() for name, _ in pairs}
         sender = _dict(data.get("FromFull"))
         top = {
-            "From": formataddr((str(sender.get("Name") or data.get("FromName") or ""),
-                                str(sender.get("Email") or data.get("From") or ""))),
+            "From": _mailbox(str(sender.get("Name") or data.get("FromName") or ""),
+                             str(sender.get("Email") or data.get("From") or "")),
             "To": data.get("To"), "Cc": data.get("Cc"), "Reply-To": data.get("ReplyTo"),
             "Subject": data.get("Subject"), "Date": data.get("Date"),
             "Message-ID": f"<{data['MessageID']}>" if data.get("MessageID") else None,
@@ -280,16 +287,16 @@ class Postmark(Provider):
         pairs += [(k, str(v)) for k, v in top.items() if v and k.lower() not in present]
         files = []
         for item in _dicts(data.get("Attachments")):
-            try:
+            try:  # ValueError: non-ASCII text
                 content = base64.b64decode(str(item.get("Content") or ""), validate=True)
-            except binascii.Error:
+            except ValueError:
                 raise Refused(400, "attachment content is not base64") from None
             files.append(self.attachment(_str(item.get("Name")), _str(item.get("ContentType")),
                                          content))
         mail = await self.parse_fields(header_block(pairs), _str(data.get("TextBody")),
                                        _str(data.get("HtmlBody")), files)
         if _str(data.get("OriginalRecipient")):
-            mail.recipients.append(data["OriginalRecipient"].lower())
+            mail.delivered.append(data["OriginalRecipient"].lower())
         addressed = [*_dicts(data.get("ToFull")), *_dicts(data.get("CcFull")),
                      *_dicts(data.get("BccFull"))]
         tokens = [_str(data.get("MailboxHash")), *(_str(a.get("MailboxHash")) for a in addressed)]
@@ -328,6 +335,9 @@ class SES(Provider):
             raise Refused(503, str(exc)) from None
         except SNSError as exc:
             raise Refused(403, str(exc)) from None
+        if problem := timestamp_problem(_iso_seconds(data["Timestamp"]),
+                                        self.settings.ses_max_age):
+            raise Refused(403, problem)  # a replay (or a clock far off): SNS gives up in 1 h
         topics = self.settings.ses_topic_arns
         if topics and data.get("TopicArn") not in topics:
             raise Refused(403, "topic not in ses_topic_arns")
@@ -348,12 +358,12 @@ class SES(Provider):
                                "not S3, in the receipt rule")
         receipt = _dict(notification.get("receipt"))
         encoding = _dict(receipt.get("action")).get("encoding")
-        try:
+        try:  # ValueError: non-ASCII text
             raw = base64.b64decode(content) if encoding == "BASE64" else content.encode()
-        except binascii.Error:
+        except ValueError:
             raise Refused(400, "content is not base64") from None
         mail = await self.parse_raw(raw)
-        mail.recipients.extend(r.lower() for r in _strs(receipt.get("recipients")))
+        mail.delivered.extend(r.lower() for r in _strs(receipt.get("recipients")))
         return Incoming(mail)
 
     async def _confirm(self, data: Mapping[str, Any]) -> None:
@@ -382,6 +392,24 @@ class Mime(Provider):
 
 PROVIDERS: dict[str, type[Provider]] = {
     p.name: p for p in (Mailgun, SendGrid, Postmark, SES, Mime)}
+
+
+def _mailbox(name: str, address: str) -> str:
+    """``Name <address>`` for a header, an internationalized (non-ASCII) address too."""
+    try:
+        return formataddr((name, address))
+    except UnicodeEncodeError:  # formataddr refuses SMTPUTF8 addresses
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{address}>' if name else address
+
+
+def _iso_seconds(stamp: str) -> float | None:
+    """Unix seconds of an ISO 8601 time (SNS ``Timestamp``; UTC when no zone), or None."""
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _str(value: Any) -> str | None:

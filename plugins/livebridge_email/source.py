@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mimetypes
+import secrets
 from email.utils import formataddr, parseaddr
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from livebridge import (
     AcceptResult,
@@ -36,7 +37,7 @@ from livebridge_email.content import (
 )
 from livebridge_email.parse import ParsedAttachment, ParsedEmail, normalize_id
 from livebridge_email.providers import PROVIDERS, Incoming, Provider, Refused
-from livebridge_email.threads import ThreadInfo, Threads, tokens_of
+from livebridge_email.threads import LOCK, MAX_IDS, ThreadInfo, Threads, tokens_of
 
 __all__ = ["EmailSettings", "EmailSource"]
 
@@ -61,6 +62,9 @@ class EmailSettings(SourceSettings):
     ses_topic_arns: list[str] = Field(default_factory=list)
     #: SES: confirm SNS subscriptions by fetching SubscribeURL (else log it for the operator).
     ses_auto_confirm: bool = False
+    #: SES: refuse SNS messages whose ``Timestamp`` is older (or newer) than this (replays);
+    #: SNS stops retrying an HTTPS delivery after one hour.
+    ses_max_age: Duration = 3600.0
     max_body_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
     #: Attachment bytes are kept up to this size each (name, type and size always).
     attachment_max_bytes: int = Field(default=1024 * 1024, ge=0)
@@ -152,47 +156,103 @@ class EmailSource(Source):
                 return web.json_response({"ok": True, "dropped": incoming.mail.auto})
             if not incoming.mail.from_email:
                 raise Refused(422, "no From address")
-            message, thread = await self._message(incoming)
-            result = await self.bridge.accept(message, self)
-            if result is not AcceptResult.DROPPED:
-                await self.threads.remember(message.thread_key, thread, message.event_id)
+            body = await self._body(incoming)
+            async with self.bridge.lock(self, LOCK):  # one lookup-accept-remember at a time
+                message, thread, claim = await self._message(incoming, body)
+                result = await self.bridge.accept(message, self)
+                if result is not AcceptResult.DROPPED:
+                    await self.threads.remember(message.thread_key, thread, message.event_id,
+                                                claim=claim)
             await self._used(incoming)
         except Refused as exc:
-            stop = self.provider.stop_status
-            status = exc.status if exc.status >= 500 or stop is None else stop
-            return self.reject(request, status, exc.reason, headers=exc.headers)
+            return self._refuse(request, exc)
+        except ValidationError as exc:  # e.g. after a hook's change: a 4xx, never a 500
+            self.log.warning("invalid message", error=str(exc))
+            return self._refuse(request, Refused(422, "invalid message", final=False))
         except (Overloaded, StoreUnavailable) as exc:
             return self.reject(request, 503, "busy",
                                headers={"Retry-After": str(exc.retry_after)})
+        except TimeoutError:  # the thread lock: another daemon holds it too long
+            return self.reject(request, 503, "busy", headers={"Retry-After": "5"})
         return web.json_response({"ok": True, "result": result.value})
+
+    def _refuse(self, request: web.Request, exc: Refused) -> web.Response:
+        """Answer a refusal; a final one as the provider's "do not retry" status, if any."""
+        stop = self.provider.stop_status
+        status = stop if exc.final and stop is not None else exc.status
+        return self.reject(request, status, exc.reason, headers=exc.headers,
+                           detail={"detail": exc.detail} if exc.detail else None)
 
     async def _used(self, incoming: Incoming) -> None:
         if incoming.nonce:
             await self.bridge.state(self).set(f"nonce:{incoming.nonce}", "1",
                                               2 * self.settings.max_age)
 
-    async def _message(self, incoming: Incoming) -> tuple[InboundMessage, ThreadInfo]:
-        """The normalized message and its thread (found, or new)."""
+    async def _body(self, incoming: Incoming) -> str:
+        """What the agent reads of the mail: the new part of a reply, a forward whole."""
+        mail = incoming.mail
+        if is_forward(mail.subject, mail.text):
+            return mail.text.strip()
+        text = mail.text[:_STRIP_FACTOR * self.settings.max_text_chars]
+        # regex work on a bounded text, off the event loop
+        return await asyncio.to_thread(new_text, text, self.settings.languages,
+                                       incoming.stripped)
+
+    async def _thread(self, incoming: Incoming) -> tuple[str, ThreadInfo | None, str]:
+        """(thread key, its record or None for a new thread, the mail's event id).
+
+        A mail joins the first thread it names (by its own Message-ID, a token, In-Reply-To
+        or References) whose participant its sender is; else it opens a new thread.
+        """
+        mail = incoming.mail
+        message_id = mail.message_id or _fingerprint(mail)
+        own = await self.threads.owner(message_id)
+        if own is not None and not own[1].has(mail.from_email):
+            # Someone else's Message-ID: never a redelivery of this mail, so an id of its own.
+            message_id = _fingerprint(mail, message_id)
+            own = await self.threads.owner(message_id)
+        named = await self.threads.candidates(
+            [*incoming.tokens, *tokens_of(mail.recipients)],
+            [mail.in_reply_to, *reversed(mail.references)])
+        for key, info in [*([own] if own else []), *named]:
+            if info.has(mail.from_email):
+                return key, info, message_id
+        if named:
+            self.log.info("mail names a thread its sender is no participant of: new thread",
+                          sender=mail.from_email, message_id=message_id)
+        thread_key = normalize_id(message_id)
+        if await self.threads.info(thread_key) is not None:  # taken (its ids expired)
+            thread_key = f"{thread_key}.{secrets.token_hex(4)}"
+        return thread_key, None, message_id
+
+    def _participants(self, mail: ParsedEmail) -> list[str]:
+        """Who may join the thread after this mail: its sender and Reply-To, and its To and
+        Cc less our own addresses (the reply address, the SMTP sender, where it was
+        delivered)."""
+        mailer = self.bridge.mailer
+        ours = {_base(a) for a in (self.settings.reply_address or "",
+                                   mailer.config.sender if mailer else "") if a}
+        delivered = ours | {_base(a) for a in mail.delivered}
+        writers = [a for a in (mail.from_email, mail.reply_to) if a and _base(a) not in ours]
+        return [*writers, *(a for a in mail.copied if _base(a) not in delivered)]
+
+    async def _message(self, incoming: Incoming,
+                       body: str) -> tuple[InboundMessage, ThreadInfo, list[str]]:
+        """The normalized message, its thread (found, or new) and, for a new thread, the ids
+        it refers to (claimed for it where unknown: a reply that overtook the mail it answers
+        opens the thread that mail then joins). Under the thread lock."""
         mail = incoming.mail
         assert mail.from_email is not None
-        message_id = mail.message_id or _fingerprint(mail)
-        candidates = [i for i in (message_id, mail.in_reply_to, *reversed(mail.references)) if i]
-        thread_key = await self.threads.find([*incoming.tokens, *tokens_of(mail.recipients)],
-                                             candidates)
-        thread = await self.threads.info(thread_key) if thread_key else None
+        thread_key, thread, message_id = await self._thread(incoming)
         show_subject = thread is None or not same_subject(thread.subject, mail.subject)
-        thread_key = thread_key or normalize_id(message_id)
+        claim: list[str] = []
         if thread is None:
             thread = ThreadInfo.new(mail.subject)
+            claim = [i for i in (mail.in_reply_to, *mail.references[-MAX_IDS:]) if i]
         elif show_subject and mail.subject:
             thread.subject = mail.subject
         thread.add(message_id)
-        if is_forward(mail.subject, mail.text):
-            body = mail.text.strip()
-        else:  # regex work on a bounded text, off the event loop
-            text = mail.text[:_STRIP_FACTOR * self.settings.max_text_chars]
-            body = await asyncio.to_thread(new_text, text, self.settings.languages,
-                                           incoming.stripped)
+        thread.admit(self._participants(mail))
         if show_subject and mail.subject:
             body = f"Subject: {mail.subject}\n\n{body}"
         message = InboundMessage(
@@ -209,7 +269,7 @@ class EmailSource(Source):
                 "message_ids": thread.message_ids, "reply_to_token": thread.token,
             },
         )
-        return message, thread
+        return message, thread, claim
 
     async def send_reply(self, reply: OutboundReply) -> None:
         """Mail an agent's reply, threaded under the customer's last mail."""
@@ -219,13 +279,16 @@ class EmailSource(Source):
         context = reply.reply_context
         if not context.get("to"):
             raise Permanent("the thread has no address to reply to")
-        thread = await self.threads.info(reply.thread_key) or ThreadInfo(
-            token=str(context.get("reply_to_token") or ThreadInfo.new(None).token),
-            subject=context.get("subject"), message_ids=list(context.get("message_ids") or []))
-        message_id = f"<lb.{reply.livedesk_message_id}.{thread.token}@{mailer.domain}>"
-        references = list(thread.message_ids)
-        # Known before it is sent, so a quick answer to it already finds the thread.
-        await self.threads.remember(reply.thread_key, thread, message_id)
+        async with self.bridge.lock(self, LOCK):
+            thread = await self.threads.info(reply.thread_key) or ThreadInfo(
+                token=str(context.get("reply_to_token") or ThreadInfo.new(None).token),
+                subject=context.get("subject"),
+                message_ids=list(context.get("message_ids") or []))
+            message_id = await self.threads.sent_id(reply.livedesk_message_id, mailer.domain)
+            references = [i for i in thread.message_ids if i != message_id]  # on a retry
+            thread.admit([str(context["to"]).lower()])  # whom we write to may answer
+            # Known before it is sent, so a quick answer to it already finds the thread.
+            await self.threads.remember(reply.thread_key, thread, message_id)
         await mailer.send(
             to=formataddr((context.get("name") or "", context["to"])),
             subject=reply_subject(thread.subject or context.get("subject")),
@@ -245,11 +308,19 @@ class EmailSource(Source):
         return f"{local.split('+')[0]}+{token}@{domain}"
 
 
-def _fingerprint(mail: ParsedEmail) -> str:
-    """A stable stand-in Message-ID for a mail without one (so retries still dedupe)."""
-    digest = hashlib.sha256("\x1f".join(
-        [mail.from_email or "", mail.subject or "", mail.text]).encode()).hexdigest()
+def _fingerprint(mail: ParsedEmail, message_id: str | None = None) -> str:
+    """A stable stand-in Message-ID (so retries still dedupe) for a mail without one, or
+    for one whose ``message_id`` belongs to another sender's thread."""
+    parts = [mail.from_email or "", message_id] if message_id else [
+        mail.from_email or "", mail.subject or "", mail.text]
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
     return f"<{digest[:32]}@livebridge.invalid>"
+
+
+def _base(address: str) -> str:
+    """An address without its ``+tag``, lowercased (``support+x@a.b`` → ``support@a.b``)."""
+    local, _, domain = parseaddr(address)[1].lower().rpartition("@")
+    return f"{local.split('+')[0]}@{domain}" if local else address.lower()
 
 
 def _attachment(part: ParsedAttachment) -> Attachment:

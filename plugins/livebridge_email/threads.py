@@ -3,7 +3,11 @@
 Records: ``mid:<message-id>`` → thread key for every mail received or sent (so a reply from a
 client that rewrites ids still finds its thread through ``References``); ``tok:<token>`` →
 thread key for the ``support+TOKEN@`` reply address; ``thread:<key>`` → the thread's token,
-subject and recent Message-IDs (for ``References`` on the way out).
+subject, recent Message-IDs (for ``References`` on the way out) and participants (who may
+join it); ``sent:<livedesk message id>`` → the Message-ID of an agent reply (same on retries).
+
+A mail naming a thread joins it only when its sender is a participant; callers decide that
+and hold ``bridge.lock(source, LOCK)`` around a lookup and the ``remember`` that follows.
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from livebridge import PluginState
 from livebridge_email.parse import normalize_id
 
-__all__ = ["MAX_IDS", "ThreadInfo", "Threads", "tokens_of"]
+__all__ = ["LOCK", "MAX_IDS", "MAX_PARTICIPANTS", "ThreadInfo", "Threads", "tokens_of"]
 
+#: The lock name (per source) that serializes thread lookups and updates.
+LOCK = "threads"
 #: Message-IDs kept per thread for ``References`` (the first one and the latest ones).
 MAX_IDS = 10
+#: Participant addresses kept per thread (the first one and the latest ones).
+MAX_PARTICIPANTS = 50
 
 
 @dataclass(slots=True)
@@ -29,6 +37,8 @@ class ThreadInfo:
     token: str
     subject: str | None = None
     message_ids: list[str] = field(default_factory=list)
+    #: Lowercased addresses whose mail may join the thread.
+    participants: list[str] = field(default_factory=list)
 
     @classmethod
     def new(cls, subject: str | None) -> ThreadInfo:
@@ -37,10 +47,30 @@ class ThreadInfo:
 
     def add(self, message_id: str) -> None:
         """Append ``message_id``, keeping the first and the latest ones."""
-        if message_id in self.message_ids:
-            return
-        ids = [*self.message_ids, message_id]
-        self.message_ids = ids if len(ids) <= MAX_IDS else [ids[0], *ids[-(MAX_IDS - 1):]]
+        self.message_ids = _appended(self.message_ids, [message_id], MAX_IDS, move=False)
+
+    def admit(self, addresses: Iterable[str]) -> None:
+        """Record ``addresses`` as participants, keeping the first and the latest ones."""
+        self.participants = _appended(self.participants, [a.lower() for a in addresses if a],
+                                      MAX_PARTICIPANTS, move=True)
+
+    def has(self, address: str | None) -> bool:
+        """Whether mail from ``address`` may join the thread."""
+        return address is not None and address.lower() in self.participants
+
+
+def _appended(items: list[str], new: Iterable[str], limit: int, move: bool) -> list[str]:
+    """``items`` and then ``new``; past ``limit`` the first and the latest are kept (``move``:
+    a known item is moved to the end, as the latest)."""
+    out = list(items)
+    for item in new:
+        if item in out:
+            if move and item != out[0]:
+                out.remove(item)
+                out.append(item)
+            continue
+        out.append(item)
+    return out if len(out) <= limit else [out[0], *out[-(limit - 1):]]
 
 
 def tokens_of(addresses: Iterable[str]) -> list[str]:
@@ -60,27 +90,58 @@ class Threads:
         self.state = state
         self.ttl = ttl
 
-    async def find(self, tokens: Iterable[str], message_ids: Iterable[str]) -> str | None:
-        """The thread of the first known token, else of the first known Message-ID."""
+    async def owner(self, message_id: str) -> tuple[str, ThreadInfo] | None:
+        """The thread that ``message_id`` was recorded in, with its record."""
+        normalized = normalize_id(message_id)
+        key = await self.state.get(f"mid:{normalized}") if normalized else None
+        info = await self.info(key) if key else None
+        return None if key is None or info is None else (key, info)
+
+    async def candidates(self, tokens: Iterable[str],
+                         message_ids: Iterable[str | None]) -> list[tuple[str, ThreadInfo]]:
+        """The known threads named by ``tokens``, then by ``message_ids``, in that order."""
+        found: list[tuple[str, ThreadInfo]] = []
+        keys: list[str] = []
         for token in tokens:
             if token and (key := await self.state.get(f"tok:{token.lower()}")):
-                return key
+                keys.append(key)
         for message_id in message_ids:
-            if (normalized := normalize_id(message_id)) and (
-                    key := await self.state.get(f"mid:{normalized}")):
-                return key
-        return None
+            if message_id and (owner := await self.owner(message_id)):
+                keys.append(owner[0])
+        for key in dict.fromkeys(keys):
+            if (info := await self.info(key)) is not None:
+                found.append((key, info))
+        return found
 
     async def info(self, thread_key: str) -> ThreadInfo | None:
         """The thread's record, if there is one."""
         raw = await self.state.get(f"thread:{thread_key}")
-        return None if raw is None else ThreadInfo(**json.loads(raw))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return ThreadInfo(token=str(data["token"]), subject=data.get("subject"),
+                          message_ids=list(data.get("message_ids") or []),
+                          participants=list(data.get("participants") or []))
 
-    async def remember(self, thread_key: str, info: ThreadInfo, message_id: str) -> None:
-        """Record that ``message_id`` belongs to the thread, and store ``info`` with it."""
+    async def remember(self, thread_key: str, info: ThreadInfo, message_id: str,
+                       claim: Iterable[str] = ()) -> None:
+        """Record that ``message_id`` belongs to the thread, and store ``info`` with it;
+        ``claim``: ids recorded for the thread too, unless already known."""
         info.add(message_id)
+        for other in claim:
+            normalized = normalize_id(other)
+            if normalized and await self.state.get(f"mid:{normalized}") is None:
+                await self.state.set(f"mid:{normalized}", thread_key, self.ttl)
         await self.state.set(f"mid:{normalize_id(message_id)}", thread_key, self.ttl)
         await self.state.set(f"tok:{info.token}", thread_key, self.ttl)
-        await self.state.set(f"thread:{thread_key}", json.dumps(
-            {"token": info.token, "subject": info.subject, "message_ids": info.message_ids}),
-            self.ttl)
+        await self.state.set(f"thread:{thread_key}", json.dumps(asdict(info)), self.ttl)
+
+    async def sent_id(self, livedesk_message_id: int, domain: str) -> str:
+        """The Message-ID of an agent reply: random (it names no thread), and the same when
+        the reply is sent again."""
+        key = f"sent:{livedesk_message_id}"
+        if known := await self.state.get(key):
+            return known
+        message_id = f"<lb.{secrets.token_hex(16)}@{domain}>"
+        await self.state.set(key, message_id, self.ttl)
+        return message_id

@@ -41,8 +41,9 @@ SUPPORT = "support@help.example.com"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-inbound"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
 PROVIDERS = ["mailgun", "sendgrid", "postmark", "ses", "mime"]
-#: What each provider is answered when a request is forged (stops its retries).
-FORGED_STATUS = {"mailgun": 406, "sendgrid": 401, "postmark": 403, "ses": 403, "mime": 401}
+#: What each provider is answered when a request is forged: 401 (retried: a rotated key must not
+#: lose mail), 403 for SNS (its signature is AWS's own, not a key of ours).
+FORGED_STATUS = {"mailgun": 401, "sendgrid": 401, "postmark": 401, "ses": 403, "mime": 401}
 
 StartBridge = Callable[..., Awaitable[BridgeHarness]]
 
@@ -146,8 +147,14 @@ def sns_keys() -> SNSKeys:
     return SNSKeys(key, cert.public_bytes(serialization.Encoding.PEM))
 
 
+def sns_time(age: float = 0.0) -> str:
+    """An SNS ``Timestamp``: ISO 8601 UTC with milliseconds, ``age`` seconds ago."""
+    when = datetime.now(UTC) - timedelta(seconds=age)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
 def sns_notification(raw: bytes, recipients: list[str], keys: SNSKeys, version: str = "1",
-                     topic: str = TOPIC) -> dict[str, Any]:
+                     topic: str = TOPIC, timestamp: str | None = None) -> dict[str, Any]:
     """An SNS Notification carrying an SES 'Received' notification with the base64 MIME."""
     parsed = BytesParser(policy=policy.default).parsebytes(raw)
     ses = {
@@ -172,13 +179,16 @@ def sns_notification(raw: bytes, recipients: list[str], keys: SNSKeys, version: 
     return keys.sign({
         "Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": topic,
         "Subject": "Amazon SES Email Receipt Notification", "Message": json.dumps(ses),
-        "Timestamp": "2026-03-12T09:31:08.456Z",
+        "Timestamp": timestamp or sns_time(),
         "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
     }, version)
 
 
 def _recipients(msg: EmailMessage) -> list[str]:
-    return [a for _, a in getaddresses([str(msg.get(h, "")) for h in ("To", "Cc")]) if a]
+    """The envelope recipients a provider names: those of its (our) domain only."""
+    domain = SUPPORT.partition("@")[2]
+    return [a for _, a in getaddresses([str(msg.get(h, "")) for h in ("To", "Cc")])
+            if a.lower().endswith(f"@{domain}")]
 
 
 @dataclass
@@ -268,13 +278,14 @@ def postmark_payload(msg: EmailMessage, stripped: str | None = None,
     """Postmark's inbound JSON."""
     name, address = parseaddr(str(msg["From"]))
     text, html, _, _ = bodies(msg)
-    to = [{"Email": a, "Name": n, "MailboxHash": a.partition("@")[0].partition("+")[2]}
-          for n, a in getaddresses([str(msg.get("To", ""))])]
+    to, cc = ([{"Email": a, "Name": n, "MailboxHash": a.partition("@")[0].partition("+")[2]}
+               for n, a in getaddresses([str(msg.get(h, ""))]) if a] for h in ("To", "Cc"))
     skip = {"from", "to", "cc", "subject", "date", "content-type", "content-transfer-encoding"}
     return {
         "FromName": name, "MessageStream": "inbound", "From": address,
         "FromFull": {"Email": address, "Name": name, "MailboxHash": ""},
-        "To": str(msg.get("To", "")), "ToFull": to, "Cc": "", "CcFull": [], "Bcc": "",
+        "To": str(msg.get("To", "")), "ToFull": to, "Cc": str(msg.get("Cc", "")),
+        "CcFull": cc, "Bcc": "",
         "BccFull": [], "OriginalRecipient": to[0]["Email"] if to else SUPPORT,
         "Subject": str(msg.get("Subject", "")), "MessageID": str(uuid.uuid4()),
         "ReplyTo": "", "MailboxHash": mailbox_hash or (to[0]["MailboxHash"] if to else ""),

@@ -27,9 +27,14 @@ REPLY = (f"{NEW_TEXT}\n\nMaria\n\nOn Mon, Mar 9, 2026 at 5:12 PM Maria Schneider
 
 
 @pytest.fixture(params=PROVIDERS)
-async def inbox(request: pytest.FixtureRequest, make_bridge: StartBridge,
+def provider(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def inbox(provider: str, make_bridge: StartBridge,
                 sns_keys: SNSKeys) -> Inbox:  # noqa: F811 - the fixture above
-    return await start_inbox(make_bridge, sns_keys, request.param)
+    return await start_inbox(make_bridge, sns_keys, provider)
 
 
 async def test_first_reply_and_forward(inbox: Inbox) -> None:
@@ -99,15 +104,24 @@ async def test_html_only_mail_reads_as_text(inbox: Inbox) -> None:
                        "Report: seats (https://help.example.com/seats)")
 
 
-async def test_attachments_are_listed(inbox: Inbox) -> None:
-    pdf = b"%PDF-1.4 test document"
+async def test_attachments_are_uploaded_or_listed(make_bridge: StartBridge, sns_keys: SNSKeys,  # noqa: F811
+                                                 provider: str) -> None:
+    """Files up to ``attachment_max_bytes`` reach Livedesk; larger ones are listed."""
+    inbox = await start_inbox(make_bridge, sns_keys, provider, attachment_max_bytes=1000)
+    pdf, big = b"%PDF-1.4 test document", b"x" * 1001
     msg = mail(subject="Invoice", text="The invoice is attached.",
-               attachments=[("invoice März.pdf", "application/pdf", pdf)])
+               attachments=[("invoice.pdf", "application/pdf", pdf),
+                            ("Protokoll März.bin", "application/octet-stream", big)])
     assert (await inbox.post(msg)).status == 200
-    await inbox.bridge.wait_for(lambda: len(inbox.bridge.emulator.state.messages) == 1)
-    [(_, content)] = content_of(inbox)
-    assert content.endswith(f"[attachment] invoice März.pdf (application/pdf, {len(pdf)} bytes)"
-                            ": (file not forwarded)")
+    state = inbox.bridge.emulator.state
+    await inbox.bridge.wait_for(lambda: len(state.messages) == 1)
+    [message] = state.messages.values()
+    assert [(a["name"], a["content_type"], a["file_size"]) for a in message["attachments"]] \
+        == [("invoice.pdf", "application/pdf", len(pdf))]
+    assert state.attachments == [pdf]
+    assert message["content"].endswith(
+        "[attachment] Protokoll März.bin (application/octet-stream, 1001 bytes): "
+        "(file not forwarded)")
 
 
 @pytest.mark.parametrize(("headers", "reason"), [
