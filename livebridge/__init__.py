@@ -12,9 +12,9 @@ from livebridge.exceptions import (
     Retryable,
     StoreUnavailable,
 )
+from livebridge.forms import BodyError, FormPart, read_body, read_multipart
 from livebridge.hookspecs import hookimpl
 from livebridge.model import Attachment, InboundMessage, OutboundReply, Sender
-from livebridge.forms import BodyError, FormPart, read_body, read_multipart
 from livebridge.source import AcceptResult, Bridge, PluginState, Source, SourceSettings
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from livebridge.app import collect_source_types, create_app
+from livebridge.app import DAEMON, collect_source_types, create_app
 from livebridge.config import Config, load_config
 from livebridge.exceptions import LivebridgeError
 from livebridge.livedesk.emulator import Emulator, Faults
@@ -39,6 +39,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.server.port = args.port
     configure_logging(config.logging.level, config.logging.format, config.secrets())
     app = create_app(config, pm)
+    emulator = app[DAEMON].emulator
+    if emulator is not None:  # agent replies typed on the emulator's page come back to us
+        host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+        emulator.webhook_url = f"http://{host}:{config.server.port}{config.livedesk.webhook_path}"
+        secret = config.livedesk.webhook_secret
+        emulator.webhook_secret = secret.get_secret_value() if secret else None
     web.run_app(app, host=config.server.host, port=config.server.port, access_log=None,
                 print=None, shutdown_timeout=config.delivery.shutdown_timeout + 5)
     return 0

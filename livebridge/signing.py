@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 
 __all__ = ["equal", "hmac_sha256_hex", "timestamp_problem"]
@@ -37,6 +38,6 @@ def timestamp_problem(stamp: str | int | float | None, max_age: float,
         when = float(stamp)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         return "bad timestamp"
-    if when != when or abs((time.time() if now is None else now) - when) > max_age:  # NaN too
+    if math.isnan(when) or abs((time.time() if now is None else now) - when) > max_age:
         return "stale timestamp"
     return None

@@ -68,6 +68,17 @@ def test_shipped_config_runs_on_the_emulator_and_stops_cleanly(tmp_path: Path) -
             with urllib.request.urlopen(base + "/emulator/") as resp:
                 page = resp.read().decode()
             assert "My order is late" in page and "ada@example.com" in page
+            # an agent answers on the emulator's page: without SMTP, the form's reply is
+            # counted and dead-lettered as not deliverable (and the daemon says why)
+            conversation = state["conversations"][0]["id"]
+            reply = urllib.parse.urlencode({"content": "It ships today"}).encode()
+            urllib.request.urlopen(urllib.request.Request(
+                f"{base}/emulator/_emulator/conversations/{conversation}/reply", data=reply))
+            wanted = 'livebridge_messages_dead_lettered_total{kind="reply",source="form"} 1.0'
+            deadline = time.monotonic() + 10
+            while wanted not in urllib.request.urlopen(base + "/metrics").read().decode():
+                assert time.monotonic() < deadline, "the agent's reply never came back"
+                time.sleep(0.05)  # polling another process's state
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
         finally:
