@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,27 @@ log = structlog.get_logger("livebridge.sink")
 
 #: ``notify(hook_name, **kwargs)``: calls an observe-only plugin hook.
 Notify = Callable[..., Awaitable[None]]
+
+
+class _Recent:
+    """A bounded map of recently used values, in front of the store (the store is the truth:
+    a stale entry ends in a 404 from Livedesk, whose recovery reads the store again)."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._size = size
+        self._items: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: str) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +114,8 @@ class LivedeskSink:
         self.inbox_id = inbox_id
         self.settle = settle
         self._notify = notify
+        self._recent: dict[str, _Recent] = {"contact": _Recent(), "conversation": _Recent(),
+                                             "thread": _Recent()}
 
     def key(self, source: str, value: str) -> str:
         """The store key of a sender, thread or message ref of ``source`` in this inbox."""
@@ -129,11 +153,9 @@ class LivedeskSink:
         delivery = Delivery(contact_id, conversation_id, int(posted["id"]))
         await self.store.kv_set("message", self.key(message.source, message.ref),
                                 str(delivery.message_id), MESSAGE_REF_TTL)
-        await self.store.kv_set(
-            "thread", f"{self.inbox_id}|{conversation_id}",
-            json.dumps({"source": message.source, "thread_key": message.thread_key,
-                        "reply_context": message.reply_context}),
-        )
+        await self._put("thread", f"{self.inbox_id}|{conversation_id}", json.dumps(
+            {"source": message.source, "thread_key": message.thread_key,
+             "reply_context": message.reply_context}))
         await self._notify(
             "livebridge_message_delivered", message=message, contact_id=contact_id,
             conversation_id=conversation_id, livedesk_message_id=delivery.message_id,
@@ -145,17 +167,28 @@ class LivedeskSink:
         raw = await self.store.kv_get("thread", f"{self.inbox_id}|{conversation_id}")
         return None if raw is None else dict(json.loads(raw))
 
+    async def _put(self, namespace: str, key: str, value: str) -> None:
+        """Record ``value`` in the store, unless this process just wrote the same."""
+        if self._recent[namespace].get(key) != value:
+            await self.store.kv_set(namespace, key, value)
+            self._recent[namespace].put(key, value)
+
     async def _find_or_create(self, namespace: str, key: str, stale: int | None,
                               create: Callable[[], Awaitable[int]]) -> int:
-        known = await self.store.kv_get(namespace, key)
+        recent = self._recent[namespace]
+        known = recent.get(key) if stale is None else None
+        if known is None:
+            known = await self.store.kv_get(namespace, key)
         if known is not None and int(known) != stale:
+            recent.put(key, known)
             return int(known)
         async with self.store.lock(f"{namespace}:{key}"):
             known = await self.store.kv_get(namespace, key)
             if known is not None and int(known) != stale:
+                recent.put(key, known)
                 return int(known)  # another worker or daemon created it meanwhile
             created = await create()
-            await self.store.kv_set(namespace, key, str(created))
+            await self._put(namespace, key, str(created))
             await self.store.kv_delete(f"{namespace}_pending", key)  # the create is settled
             log.info(f"{namespace} mapped", key=key, id=created, replaced=stale)
             return created

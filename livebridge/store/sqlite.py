@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 _Op = Callable[[sqlite3.Connection], Any]
 
 
+class _OpFailed(Exception):
+    """An operation of a batch raised (its exception is the ``__cause__``)."""
+
+
 class SQLiteStore(Store):
     """A ``Store`` in one SQLite file (``sqlite:///path/to/file.db``)."""
 
@@ -180,25 +184,37 @@ class SQLiteStore(Store):
                     future.set_exception(value)
 
     def _transaction(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+        """Run the batch in one transaction (one commit); if an operation raises, run each
+        on its own so that one failing operation does not undo the others."""
+        ops = [op for op, _ in batch]
+        try:
+            return [(True, value) for value in self._commit(ops)]
+        except _OpFailed:
+            return [self._alone(op) for op in ops]
+
+    def _commit(self, ops: list[_Op]) -> list[Any]:
         conn = self._conn
         assert conn is not None
-        results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for op, _ in batch:
-                conn.execute("SAVEPOINT op")
+            values = []
+            for op in ops:
                 try:
-                    results.append((True, op(conn)))
-                    conn.execute("RELEASE op")
+                    values.append(op(conn))
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((False, exc))
+                    raise _OpFailed from exc
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        return results
+        return values
+
+    def _alone(self, op: _Op) -> tuple[bool, Any]:
+        try:
+            return True, self._commit([op])[0]
+        except _OpFailed as failed:
+            return False, failed.__cause__
 
     # --- accepting ------------------------------------------------------------------------
 
