@@ -141,6 +141,9 @@ class LivedeskSink:
         if message.reply_to:
             in_reply_to = await self.mapped("message", message.source, message.reply_to)
         content, files = render_content(message), uploads(message)
+        # Where agent replies go is recorded before the message shows in Livedesk, so an
+        # agent answering it at once already replies to this message.
+        await self._record_thread(message, conversation_id)
         try:
             posted = await self.client.create_message(conversation_id, content,
                                                       in_reply_to=in_reply_to, files=files)
@@ -148,19 +151,22 @@ class LivedeskSink:
             if exc.status != 404:  # 404: the mapped conversation is gone from Livedesk
                 raise
             conversation_id = await self._conversation(message, contact_id, stale=conversation_id)
+            await self._record_thread(message, conversation_id)
             posted = await self.client.create_message(conversation_id, content,
                                                       in_reply_to=in_reply_to, files=files)
         delivery = Delivery(contact_id, conversation_id, int(posted["id"]))
         await self.store.kv_set("message", self.key(message.source, message.ref),
                                 str(delivery.message_id), MESSAGE_REF_TTL)
-        await self._put("thread", f"{self.inbox_id}|{conversation_id}", json.dumps(
-            {"source": message.source, "thread_key": message.thread_key,
-             "reply_context": message.reply_context}))
         await self._notify(
             "livebridge_message_delivered", message=message, contact_id=contact_id,
             conversation_id=conversation_id, livedesk_message_id=delivery.message_id,
         )
         return delivery
+
+    async def _record_thread(self, message: InboundMessage, conversation_id: int) -> None:
+        await self._put("thread", f"{self.inbox_id}|{conversation_id}", json.dumps(
+            {"source": message.source, "thread_key": message.thread_key,
+             "reply_context": message.reply_context}))
 
     async def thread_of(self, conversation_id: int) -> dict[str, Any] | None:
         """The source, thread key and reply context of a conversation the bridge opened."""
