@@ -56,6 +56,11 @@ class Mailer:
                 use_tls=c.tls == "tls", start_tls=c.tls == "starttls",
                 timeout=c.timeout,
             )
+        except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient was refused
+            answers = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+            if all(500 <= r.code < 600 for r in exc.recipients):
+                raise Permanent(f"SMTP refused the recipient: {answers}") from exc
+            raise Retryable(f"SMTP: {answers}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
                 raise Permanent(f"SMTP refused the mail: {exc.code} {exc.message}") from exc
