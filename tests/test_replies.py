@@ -56,6 +56,7 @@ async def test_emulator_agent_reply_reaches_the_source(make_bridge: Any, echo: A
     assert sent.livedesk_message_id == reply["id"] and sent.conversation_id == conversation
     assert sent.reply_context == {"thread": "t1"}
     # the bridge's own incoming message also came back as a webhook: it was ignored
+    await bridge.wait_idle()
     assert len(echo.sent) == 1
 
 
