@@ -1,0 +1,118 @@
+"""The reference servers and the counting emulator, each run as its own process.
+
+    python -m benchmarks.servers bare --port P
+        A bare aiohttp app: ``POST /form`` reads the JSON body and answers 200 JSON. The
+        floor of what any aiohttp form handler costs (the ingest reference).
+    python -m benchmarks.servers seed --port P --livedesk URL
+        The seed's recipe done inline: per post, create contact, create conversation,
+        create message (three Livedesk calls, no state), then answer (the delivery reference).
+        It uses livebridge's own ``LivedeskClient``, so both sides pay the same HTTP client.
+    python -m benchmarks.servers emulator --port P --latency S
+        ``livebridge emulator`` (the same ``Emulator`` and ``Faults(latency=S)``) plus a cheap
+        ``GET /_emulator/stats`` with counts, since ``/_emulator/state`` serialises everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+import aiohttp
+from aiohttp import web
+
+from livebridge.livedesk.client import LivedeskClient
+from livebridge.livedesk.emulator import Emulator, Faults
+from livebridge.logs import configure_logging
+
+__all__ = ["API_KEY", "API_SECRET", "INBOX_ID", "bare_app", "emulator_app", "seed_app"]
+
+API_KEY, API_SECRET, INBOX_ID = "emulator", "emulator", 1
+FORM_PATH = "/form"
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"alive": True})
+
+
+def bare_app() -> web.Application:
+    """Reads the posted form and answers: no validation, no store, no Livedesk."""
+
+    async def submit(request: web.Request) -> web.Response:
+        await request.json()
+        return web.json_response({"ok": True, "status": "accepted"})
+
+    app = web.Application()
+    app.router.add_post(FORM_PATH, submit)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+CLIENT: web.AppKey[LivedeskClient] = web.AppKey("client", LivedeskClient)
+
+
+def seed_app(livedesk_url: str) -> web.Application:
+    """The seed's inline recipe: three calls per post, nothing remembered."""
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            app[CLIENT] = LivedeskClient(session, livedesk_url, API_KEY, API_SECRET)
+            yield
+
+    async def submit(request: web.Request) -> web.Response:
+        form = await request.json()
+        client = request.app[CLIENT]
+        contact = await client.create_contact(INBOX_ID, name=form["name"], email=form["email"])
+        conversation = await client.create_conversation(INBOX_ID, int(contact["id"]))
+        message = await client.create_message(int(conversation["id"]), form["message"])
+        return web.json_response({"ok": True, "message_id": message["id"]})
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post(FORM_PATH, submit)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+def emulator_app(latency: float) -> web.Application:
+    """The Livedesk emulator with ``GET /_emulator/stats`` (counts only)."""
+    emulator = Emulator(api_key=API_KEY, api_secret=API_SECRET, inbox_id=INBOX_ID,
+                        faults=Faults(latency=latency))
+
+    async def stats(request: web.Request) -> web.Response:
+        state = emulator.state
+        by_status = [(int(status), n) for route in state.call_summary().values()
+                     for status, n in route.items()]
+        return web.json_response({
+            "contacts": len(state.contacts), "conversations": len(state.conversations),
+            "messages": len(state.messages), "calls": sum(n for _, n in by_status),
+            "failed_calls": sum(n for status, n in by_status if status >= 300),
+        })
+
+    app = emulator.app()
+    app.router.add_get("/_emulator/stats", stats)
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.servers")
+    parser.add_argument("kind", choices=["bare", "seed", "emulator"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--livedesk", help="the emulator's base URL (seed)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per call (emulator)")
+    args = parser.parse_args(argv)
+    configure_logging("warning", "json")
+    if args.kind == "bare":
+        app = bare_app()
+    elif args.kind == "seed":
+        if not args.livedesk:
+            parser.error("seed needs --livedesk")
+        app = seed_app(args.livedesk)
+    else:
+        app = emulator_app(args.latency)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
