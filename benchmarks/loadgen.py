@@ -78,9 +78,9 @@ class LoadResult:
 class _RawConnection:
     """One keep-alive HTTP/1.1 connection over asyncio streams, for JSON POSTs.
 
-    Much cheaper per request than ``aiohttp.ClientSession`` (about a tenth of the CPU), so one
-    load-generator core can keep a one-core server busy. Understands what the servers under
-    test answer: a status line, headers and a ``Content-Length`` body.
+    Cheaper per request than ``aiohttp.ClientSession`` (measured ~115 against ~276 µs of
+    CPU), so one load-generator core can keep a one-core server busy. Understands what the
+    servers under test answer: a status line, headers and a ``Content-Length`` body.
     """
 
     def __init__(self, url: str) -> None:
