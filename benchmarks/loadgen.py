@@ -1,10 +1,14 @@
 """An HTTP load generator on aiohttp: N keep-alive connections, a fixed total or a duration.
 
-It posts web-form messages as JSON (``Accept: application/json``), one request at a time per
+It posts web-form messages as JSON (``Accept: application/json``), or with ``--body slack``
+Slack Events API ``message`` events signed as Slack signs them, one request at a time per
 connection, and records every request's latency. Run it as its own process, so that it has a
 core of its own and does not share an event loop (or the GIL) with the server under test::
 
     python -m benchmarks.loadgen --url http://127.0.0.1:8080/form --connections 32 --duration 10
+
+Given ``--url`` more than once, request ``seq`` goes to URL ``seq % len(urls)`` (round-robin
+over several servers, each worker keeping a connection to each).
 
 The last stdout line is ``{"result": {...}}``: requests, ok, errors by status, the rate of ok
 answers, latency percentiles (ms) and the CPU seconds this process used. With ``--progress``
@@ -16,22 +20,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import itertools
 import json
 import math
+import secrets
 import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
-__all__ = ["LoadResult", "form_body", "percentile", "run_load"]
+__all__ = ["LoadResult", "form_body", "percentile", "run_load", "slack_body", "slack_signer",
+           "slack_user"]
 
 ENGINES = ("raw", "aiohttp")
+BODIES = ("form", "slack")
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _TEXT = ("Hello, my order has not arrived yet and the tracking page has not changed for two "
          "days. Could you check what is going on? Thanks!")
@@ -47,6 +56,60 @@ def form_body(seq: int, customers: int, unique_emails: bool = False) -> bytes:
     local = f"customer{customer}.m{seq}" if unique_emails else f"customer{customer}"
     return json.dumps({"name": f"Customer {customer}", "email": f"{local}@bench.example",
                        "message": f"[{seq}] {_TEXT}"}).encode()
+
+
+#: The Slack workspace, channel and app of ``slack_body``; ``UBOT0001`` is the app's bot user
+#: (``livebridge_slack.fake.FakeSlack``'s default).
+SLACK_TEAM, SLACK_CHANNEL, SLACK_APP = "T0BENCH01", "C0BENCH01", "A0BENCH01"
+SLACK_BOT_USER = "UBOT0001"
+_SLACK_EPOCH = 1_764_000_000  # message ts = epoch + seq seconds: unique per message
+
+
+def slack_user(customer: int) -> str:
+    """The Slack user id of customer ``customer`` (``slack_body`` and the fake's users)."""
+    return f"UB{customer:07d}"
+
+
+def slack_body(seq: int, customers: int, run: str = "") -> bytes:
+    """Message ``seq`` as Slack's Events API sends a ``message.channels`` event: from user
+    ``slack_user(seq % customers)``, a top-level message in one public channel, with the
+    ``blocks``, ``authorizations`` and ids a real payload carries. The ``event_id`` is
+    ``run`` + ``seq``: unique as long as ``run`` differs between runs against one daemon
+    (a repeated measurement reuses its ``seq`` numbers)."""
+    user = slack_user(seq % customers)
+    ts = f"{_SLACK_EPOCH + seq}.000100"
+    text = f"[{seq}] {_TEXT}"
+    event = {
+        "user": user, "type": "message", "ts": ts, "client_msg_id": f"bench-{seq:012d}",
+        "text": text, "team": SLACK_TEAM,
+        "blocks": [{"type": "rich_text", "block_id": f"b{seq % 100000:05d}", "elements": [
+            {"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}]}],
+        "channel": SLACK_CHANNEL, "event_ts": ts, "channel_type": "channel",
+    }
+    return json.dumps({
+        "token": "bench-verification-token", "team_id": SLACK_TEAM, "context_team_id": SLACK_TEAM,
+        "context_enterprise_id": None, "api_app_id": SLACK_APP, "event": event,
+        "type": "event_callback", "event_id": f"Ev{run}{seq:011d}",
+        "event_time": _SLACK_EPOCH + seq,
+        "authorizations": [{"enterprise_id": None, "team_id": SLACK_TEAM,
+                            "user_id": SLACK_BOT_USER, "is_bot": True,
+                            "is_enterprise_install": False}],
+        "is_ext_shared_channel": False,
+        "event_context": f"4-eyJldCI6Im1lc3NhZ2UiLCJ0aWQiOiJUMEJFTkNIMDEifQ-{seq}",
+    }).encode()
+
+
+def slack_signer(secret: str) -> Callable[[bytes], dict[str, str]]:
+    """The headers Slack signs a request with: ``X-Slack-Request-Timestamp`` (now, Unix
+    seconds) and ``X-Slack-Signature`` = ``v0=`` + hex HMAC-SHA256 of ``v0:{ts}:{body}``."""
+    key = secret.encode()
+
+    def sign(body: bytes) -> dict[str, str]:
+        ts = str(int(time.time()))
+        digest = hmac.new(key, b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+        return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": "v0=" + digest}
+
+    return sign
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -93,11 +156,12 @@ class _RawConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, body: bytes) -> int:
+    async def post(self, body: bytes, headers: Mapping[str, str] | None = None) -> int:
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         reader, writer = self.reader, self.writer
-        writer.write(b"%s%d\r\n\r\n%s" % (self.head, len(body), body))
+        extra = "".join(f"\r\n{k}: {v}" for k, v in headers.items()).encode() if headers else b""
+        writer.write(b"%s%d%s\r\n\r\n%s" % (self.head, len(body), extra, body))
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
@@ -121,14 +185,18 @@ class _RawConnection:
 
 
 async def run_load(
-    url: str, *, connections: int, total: int | None = None, duration: float | None = None,
-    warmup: int = 0, body: Callable[[int], bytes], seq_start: int = 0, engine: str = "raw",
-    on_timed: Callable[[], None] | None = None, progress: Callable[[int], None] | None = None,
+    url: str | Sequence[str], *, connections: int, total: int | None = None,
+    duration: float | None = None, warmup: int = 0, body: Callable[[int], bytes],
+    headers: Callable[[bytes], Mapping[str, str]] | None = None, seq_start: int = 0,
+    engine: str = "raw", on_timed: Callable[[], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> LoadResult:
     """Post ``body(seq)`` for seq = seq_start, seq_start + 1, ... until ``total`` requests
     were sent or ``duration`` seconds passed, ``connections`` at a time (after ``warmup``
-    requests that are not measured). ``engine``: ``raw`` (lean asyncio streams) or
-    ``aiohttp`` (``ClientSession``)."""
+    requests that are not measured), with the extra ``headers(body)`` computed at send time
+    (e.g. a signature). Several URLs: request ``seq`` goes to ``urls[seq % len(urls)]``.
+    ``engine``: ``raw`` (lean asyncio streams) or ``aiohttp`` (``ClientSession``)."""
+    urls = [url] if isinstance(url, str) else list(url)
     if (total is None) == (duration is None):
         raise ValueError("give exactly one of total and duration")
     if engine not in ENGINES:
@@ -138,8 +206,9 @@ async def run_load(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         seqs = itertools.count(seq_start)
 
-        async def aiohttp_post(data: bytes) -> int:
-            async with session.post(url, data=data, headers=HEADERS) as resp:
+        async def aiohttp_post(target: str, data: bytes, extra: Mapping[str, str] | None) -> int:
+            async with session.post(target, data=data, headers={**HEADERS, **(extra or {})}
+                                    ) as resp:
                 await resp.read()
                 return resp.status
 
@@ -149,18 +218,23 @@ async def run_load(
             sent = itertools.count()
 
             async def worker() -> None:
-                raw = _RawConnection(url)
-                post = raw.post if engine == "raw" else aiohttp_post
+                raws = [_RawConnection(u) for u in urls]
                 try:
                     while True:
                         if count is not None and next(sent) >= count:
                             return
                         if deadline is not None and time.perf_counter() >= deadline:
                             return
-                        data = body(next(seqs))
+                        seq = next(seqs)
+                        data = body(seq)
+                        extra = headers(data) if headers is not None else None
                         began = time.perf_counter()
                         try:
-                            status = str(await post(data))
+                            if engine == "raw":
+                                status = str(await raws[seq % len(raws)].post(data, extra))
+                            else:
+                                status = str(await aiohttp_post(urls[seq % len(urls)], data,
+                                                                extra))
                         except (aiohttp.ClientError, OSError, TimeoutError, ValueError,
                                 asyncio.IncompleteReadError) as exc:
                             status = type(exc).__name__
@@ -168,7 +242,8 @@ async def run_load(
                             latencies.append(time.perf_counter() - began)
                         statuses[status] += 1
                 finally:
-                    raw.close()
+                    for raw in raws:
+                        raw.close()
 
             await asyncio.gather(*(worker() for _ in range(connections)))
 
@@ -215,7 +290,8 @@ def _emit(obj: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, action="append",
+                        help="where to post; repeat it to spread the requests round-robin")
     parser.add_argument("--connections", type=int, default=32)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--total", type=int, help="requests in the timed phase")
@@ -226,17 +302,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="first message number (runs against one store must not overlap)")
     parser.add_argument("--unique-emails", action="store_true",
                         help="a new email address per message (for the stateless seed recipe)")
+    parser.add_argument("--body", choices=BODIES, default="form",
+                        help="form: web-form JSON; slack: signed Slack message events")
+    parser.add_argument("--signing-secret", default="",
+                        help="the Slack app's signing secret (--body slack)")
     parser.add_argument("--engine", choices=ENGINES, default="raw",
                         help="raw: lean asyncio-streams client (default); aiohttp: ClientSession")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
 
+    if args.body == "slack" and not args.signing_secret:
+        parser.error("--body slack needs --signing-secret")
+
+    run_id = secrets.token_hex(4).upper()  # event ids unique to this process
+
     def body(seq: int) -> bytes:
+        if args.body == "slack":
+            return slack_body(seq, args.customers, run_id)
         return form_body(seq, args.customers, args.unique_emails)
 
     result = asyncio.run(run_load(
         args.url, connections=args.connections, total=args.total, duration=args.duration,
         warmup=args.warmup, body=body, seq_start=args.seq_start, engine=args.engine,
+        headers=slack_signer(args.signing_secret) if args.body == "slack" else None,
         on_timed=(lambda: _emit({"timed": True})) if args.progress else None,
         progress=(lambda n: _emit({"progress": n})) if args.progress else None,
     ))

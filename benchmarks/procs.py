@@ -28,8 +28,8 @@ from benchmarks.loadgen import LoadResult
 from benchmarks.servers import API_KEY, API_SECRET, INBOX_ID
 from livebridge.testing import free_port
 
-__all__ = ["REPO", "CpuWatch", "LoadRun", "Service", "daemon", "emulator", "reference",
-           "run_loadgen", "wait_for_quiet"]
+__all__ = ["REPO", "CpuWatch", "LoadRun", "Service", "daemon", "emulator", "fake_slack",
+           "reference", "run_loadgen", "wait_for_quiet"]
 
 REPO = Path(__file__).resolve().parent.parent
 _PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
@@ -139,11 +139,21 @@ def reference(kind: str, workdir: Path, *, livedesk: Service | None = None) -> S
     return Service(kind, argv, port, "/healthz", workdir)
 
 
+def fake_slack(workdir: Path, *, users: int, name: str = "fake-slack") -> Service:
+    """``livebridge_slack.fake.FakeSlack`` (Web API at ``/api/``) knowing ``users`` users,
+    ``loadgen.slack_user(i)`` for i < ``users``, so that ``users.info`` answers at once."""
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.servers", "slack", "--port", str(port),
+            "--users", str(users)]
+    return Service(name, argv, port, "/api/auth.test", workdir)
+
+
 def daemon(workdir: Path, *, desk: Service, name: str = "daemon",
-           **sections: Mapping[str, Any]) -> Service:
-    """``livebridge run`` with the shipped form source, a fresh SQLite file in ``workdir``,
-    logging at warning, and Livedesk at ``desk`` (an ``emulator``). ``sections`` are
-    merged into the config's sections, e.g. ``delivery={"concurrency": 64}``."""
+           sources: Sequence[Mapping[str, Any]] = (), **sections: Mapping[str, Any]) -> Service:
+    """``livebridge run`` with the shipped form source (plus ``sources``, more entries of the
+    config's ``sources:``), a fresh SQLite file in ``workdir``, logging at warning, and
+    Livedesk at ``desk`` (an ``emulator``). ``sections`` are merged into the config's
+    sections, e.g. ``delivery={"concurrency": 64}`` or ``store={"url": "redis://..."}``."""
     port = free_port()
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port},
@@ -153,7 +163,7 @@ def daemon(workdir: Path, *, desk: Service, name: str = "daemon",
         "delivery": {"rate_limit": 0},
         "logging": {"level": "warning", "format": "json"},
         # The form's per-IP limit (30 posts an hour by default) would refuse a load generator.
-        "sources": [{"type": "form", "path": "/form", "rate_limit": 0}],
+        "sources": [{"type": "form", "path": "/form", "rate_limit": 0}, *sources],
     }
     for section, values in sections.items():
         config[section] = {**config.get(section, {}), **values}
@@ -229,12 +239,14 @@ class LoadRun:
         return 100.0 * r.cpu_seconds / r.elapsed if r.elapsed else 0.0
 
 
-async def run_loadgen(url: str, *, watch: Sequence[Service] = (),
+async def run_loadgen(url: str | Sequence[str], *, watch: Sequence[Service] = (),
                       progress: Callable[[int], None] | None = None, **options: Any) -> LoadRun:
-    """Run ``python -m benchmarks.loadgen`` against ``url`` (options as its flags, e.g.
-    ``connections=32, total=4000``) and return its result; CPU of ``watch`` is measured
-    over the timed phase (after the warm-up)."""
-    argv = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--progress"]
+    """Run ``python -m benchmarks.loadgen`` against ``url`` (several: round-robin; options
+    as its flags, e.g. ``connections=32, total=4000``) and return its result; CPU of
+    ``watch`` is measured over the timed phase (after the warm-up)."""
+    urls = [url] if isinstance(url, str) else url
+    argv = [sys.executable, "-m", "benchmarks.loadgen", *(a for u in urls for a in ("--url", u)),
+            "--progress"]
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         if value is True:

@@ -489,6 +489,14 @@ async def memory(b: Bench) -> Report:
     )
 
 
+# Scenarios in their own modules register themselves with ``scenario`` when imported. Run as
+# ``python -m benchmarks.run`` this file is ``__main__``: alias it, so that their ``from
+# benchmarks.run import scenario`` fills this registry rather than a second copy's.
+sys.modules.setdefault("benchmarks.run", sys.modules[__name__])
+from benchmarks import slack_ingest  # noqa: E402, F401, I001
+from benchmarks import scaleout  # noqa: E402, F401
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 

@@ -10,6 +10,9 @@
     python -m benchmarks.servers emulator --port P --latency S
         ``livebridge emulator`` (the same ``Emulator`` and ``Faults(latency=S)``) plus a cheap
         ``GET /_emulator/stats`` with counts, since ``/_emulator/state`` serialises everything.
+    python -m benchmarks.servers slack --port P --users N
+        ``livebridge_slack.fake.FakeSlack``'s Web API (bot token ``xoxb-bench``) knowing N users
+        (``loadgen.slack_user(i)``), so that ``users.info`` answers at once.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from aiohttp import web
+from livebridge_slack.fake import FakeSlack
 
+from benchmarks.loadgen import slack_user
 from livebridge.livedesk.client import LivedeskClient
 from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.logs import configure_logging
 
-__all__ = ["API_KEY", "API_SECRET", "INBOX_ID", "bare_app", "emulator_app", "seed_app"]
+__all__ = ["API_KEY", "API_SECRET", "INBOX_ID", "SLACK_BOT_TOKEN", "bare_app", "emulator_app",
+           "seed_app", "slack_app"]
 
 API_KEY, API_SECRET, INBOX_ID = "emulator", "emulator", 1
+SLACK_BOT_TOKEN = "xoxb-bench"
 FORM_PATH = "/form"
 
 
@@ -94,12 +101,22 @@ def emulator_app(latency: float) -> web.Application:
     return app
 
 
+def slack_app(users: int) -> web.Application:
+    """The fake Slack Web API with ``users`` users, each with a name and an email."""
+    fake = FakeSlack(bot_token=SLACK_BOT_TOKEN)
+    for i in range(users):
+        fake.add_user(slack_user(i), f"customer{i}", real_name=f"Customer {i}",
+                      email=f"customer{i}@bench.example")
+    return fake.app()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.servers")
-    parser.add_argument("kind", choices=["bare", "seed", "emulator"])
+    parser.add_argument("kind", choices=["bare", "seed", "emulator", "slack"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--livedesk", help="the emulator's base URL (seed)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per call (emulator)")
+    parser.add_argument("--users", type=int, default=1000, help="users it knows (slack)")
     args = parser.parse_args(argv)
     configure_logging("warning", "json")
     if args.kind == "bare":
@@ -108,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.livedesk:
             parser.error("seed needs --livedesk")
         app = seed_app(args.livedesk)
+    elif args.kind == "slack":
+        app = slack_app(args.users)
     else:
         app = emulator_app(args.latency)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
