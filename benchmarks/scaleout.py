@@ -22,7 +22,17 @@ import psutil
 import redis.asyncio as aioredis
 
 from benchmarks.procs import CpuWatch, LoadRun, Service, daemon, emulator, run_loadgen
-from benchmarks.run import CONNECTIONS, Bench, Check, Report, Table, _ms, log, scenario
+from benchmarks.run import (
+    CONNECTIONS,
+    FOREIGN_LIMIT,
+    Bench,
+    Check,
+    Report,
+    Table,
+    _ms,
+    log,
+    scenario,
+)
 
 __all__ = ["REDIS", "scaleout"]
 
@@ -177,11 +187,17 @@ async def scaleout(b: Bench) -> Report:
              *(_Side(f"{n} daemon{'s' if n > 1 else ''}, one Redis", n, redis=True)
                for n in (1, 2, 3))]
     persistence = await _persistence()
+    repeated = 0
     for i in range(rounds):  # alternate, so slow patches of the machine hit every side
         for s, side in enumerate(sides):
             log(f"scaleout round {i + 1}/{rounds}: {side.label}")
-            side.results.append(await _deliver(b, side, f"s{s}r{i + 1}", customers, messages,
-                                               latency))
+            x = await _deliver(b, side, f"s{s}r{i + 1}", customers, messages, latency)
+            if x["cpu_percent"]["others"] > FOREIGN_LIMIT:  # once: the time is bounded
+                log(f"  others used {x['cpu_percent']['others']:.0f}% of a core: "
+                    "measuring again")
+                repeated += 1
+                x = await _deliver(b, side, f"s{s}r{i + 1}b", customers, messages, latency)
+            side.results.append(x)
 
     rows = []
     for side in sides:
@@ -241,9 +257,10 @@ async def scaleout(b: Bench) -> Report:
             f"delivered), then {messages:,} posts ({messages // customers} per customer) from "
             f"{CONNECTIONS} connections, request k to daemon k mod N (a customer's messages "
             f"reach every daemon); API calls are counted over the timed phase only. {rounds} "
-            "alternating round(s). Every daemon: the shipped form source, "
-            f"delivery.concurrency {b.options.concurrency} (so N daemons have N times as many "
-            "deliveries in flight), rate_limit 0.",
+            "alternating round(s); a run during which others used more than "
+            f"{FOREIGN_LIMIT:.0f} % of a core is measured once more ({repeated} here). Every "
+            f"daemon: the shipped form source, delivery.concurrency {b.options.concurrency} "
+            "(so N daemons have N times as many deliveries in flight), rate_limit 0.",
             f"Stores: SQLite with synchronous=full, one file; Redis at {REDIS} ({persistence}; "
             "the operator's setting, see docs/scale-out.md), each side under its own "
             "`?prefix=`, deleted after the side.",
