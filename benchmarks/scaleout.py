@@ -122,15 +122,16 @@ async def _deliver(b: Bench, side: _Side, tag: str, customers: int, messages: in
                    latency: float) -> dict[str, Any]:
     """One side, one round: pre-warm ``customers`` threads through the daemons, then time
     ``messages`` more (round-robin over the daemons) until all are in the emulator."""
-    emu = await b.start(emulator(b.workdir, latency=latency, name=f"emulator-{tag}"))
     prefix = f"lbbench:{os.getpid()}-{int(time.time())}-{tag}:"
     store = {"url": f"{REDIS}?prefix={prefix}"} if side.redis else {}
     if side.redis:
         b.stack.push_async_callback(_forget, prefix)  # also when the run fails
-    bridges = await asyncio.gather(*(
-        b.start(daemon(b.workdir, desk=emu, name=f"daemon-{tag}-{k + 1}", store=store,
-                       delivery={"concurrency": b.options.concurrency}))
-        for k in range(side.daemons)))
+    # All at once: a daemon's readiness does not depend on its Livedesk.
+    emu = emulator(b.workdir, latency=latency, name=f"emulator-{tag}")
+    bridges = [daemon(b.workdir, desk=emu, name=f"daemon-{tag}-{k + 1}", store=store,
+                      delivery={"concurrency": b.options.concurrency})
+               for k in range(side.daemons)]
+    await asyncio.gather(*(b.start(service) for service in (emu, *bridges)))
     urls = [bridge.url + "/form" for bridge in bridges]
     warm = await run_loadgen(urls, connections=CONNECTIONS, total=customers, customers=customers)
     if warm.result.errors:
@@ -148,8 +149,7 @@ async def _deliver(b: Bench, side: _Side, tag: str, customers: int, messages: in
     run = await timed
     cpu = window.end(run.result.cpu_seconds)
     after = await b.stats(emu)
-    await asyncio.gather(*(b.stop(bridge) for bridge in bridges))
-    await b.stop(emu)
+    await asyncio.gather(*(b.stop(service) for service in (*bridges, emu)))
     if side.redis:
         await _forget(prefix)
     seconds = done_at - run.result.started_at
@@ -162,6 +162,8 @@ async def _deliver(b: Bench, side: _Side, tag: str, customers: int, messages: in
             "failed_calls": after["failed_calls"], "contacts": after["contacts"],
             "conversations": after["conversations"], "messages": after["messages"],
             "prewarm_errors": sum(warm.result.errors.values()),
+            "daemon_ms_per_message": 1000 * sum(v for k, v in cpu.items()
+                                                if k.startswith("daemon-")) / messages,
             "cpu_percent": {
                 "daemons": percent(sum(v for k, v in cpu.items() if k.startswith("daemon-"))),
                 "emulator": percent(cpu[emu.name]),
@@ -244,7 +246,9 @@ async def scaleout(b: Bench) -> Report:
                                    for side in sides)
             + " of one core; the whole machine " + ", ".join(f"{_busy(side.median):.0f} %"
                                                          for side in sides)
-            + " of 200 %. A single daemon near 100 % is bound by its own core (one Python "
+            + " of 200 %; daemon CPU per message (accepting and delivering it) " + ", ".join(
+                f"{side.median['daemon_ms_per_message']:.2f} ms" for side in sides)
+            + ". A single daemon near 100 % is bound by its own core (one Python "
             "process); a machine near 200 % is bound by the 2 cores: a second or third daemon "
             "adds event loops and deliveries in flight but no cores, so these rates say what "
             "the shared store costs on one small machine, not how far more machines would go.",
