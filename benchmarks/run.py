@@ -197,6 +197,30 @@ def _median_run(runs: list[LoadRun]) -> LoadRun:
 # --- scenarios --------------------------------------------------------------------------------
 
 
+def _load_row(label: str, j: int, run: LoadRun, service: str, *, median: bool,
+              extra: Sequence[str] = ()) -> list[str]:
+    """One row of a load table: the run's rate, latencies and errors, ``extra`` columns, then
+    the CPU of ``service``, of the load generator and of everything else."""
+    r = run.result
+    return [f"{label}{' **(median)**' if median else ''}", f"{j + 1}", f"{r.rate:,.0f}",
+            _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms), _ms(r.max_ms),
+            str(sum(r.errors.values())), *extra, f"{run.cpu_percent(service):.0f}",
+            f"{run.cpu_us_per_request(service):.0f}", f"{run.loadgen_cpu_percent:.0f}",
+            f"{run.foreign_percent:.0f}"]
+
+
+def _delivery_outcome(run: LoadRun, done_at: float, messages: int, before: dict[str, Any],
+                      after: dict[str, Any], prewarm_errors: int) -> dict[str, Any]:
+    """The figures of a timed delivery: time from the first post until the last message is in
+    the emulator, the rate, and the emulator's counts (calls counted from ``before``)."""
+    seconds = done_at - run.result.started_at
+    return {"seconds": seconds, "rate": messages / seconds, "run": run,
+            "calls_per_message": (after["calls"] - before["calls"]) / messages,
+            "failed_calls": after["failed_calls"], "contacts": after["contacts"],
+            "conversations": after["conversations"], "messages": after["messages"],
+            "prewarm_errors": prewarm_errors}
+
+
 @dataclass
 class _Side:
     label: str
@@ -236,17 +260,9 @@ async def ingest(b: Bench) -> Report:
             side.runs.append(run)
     delivered = (await b.stats(emu))["messages"]
 
-    rows = []
-    for side in sides:
-        name = side.service.name
-        for j, run in enumerate(side.runs):
-            r = run.result
-            mark = " **(median)**" if run is side.median and rounds > 1 else ""
-            rows.append([
-                f"{side.label}{mark}", f"{j + 1}", f"{r.rate:,.0f}", _ms(r.p50_ms),
-                _ms(r.p90_ms), _ms(r.p99_ms), _ms(r.max_ms), str(sum(r.errors.values())),
-                f"{run.cpu_percent(name):.0f}", f"{run.cpu_us_per_request(name):.0f}",
-                f"{run.loadgen_cpu_percent:.0f}", f"{run.foreign_percent:.0f}"])
+    rows = [_load_row(side.label, j, run, side.service.name,
+                      median=run is side.median and rounds > 1)
+            for side in sides for j, run in enumerate(side.runs)]
     ref = sides[0].median
     checks = []
     for side in sides[1:]:
@@ -309,12 +325,8 @@ async def _delivery_bridge(b: Bench, customers: int, messages: int, latency: flo
     after = await b.stats(emu)
     await b.stop(bridge)
     await b.stop(emu)
-    seconds = done_at - run.result.started_at
-    return {"seconds": seconds, "rate": messages / seconds, "run": run,
-            "calls_per_message": (after["calls"] - before["calls"]) / messages,
-            "failed_calls": after["failed_calls"], "contacts": after["contacts"],
-            "conversations": after["conversations"], "messages": after["messages"],
-            "prewarm_errors": sum(warm.result.errors.values())}
+    return _delivery_outcome(run, done_at, messages, before, after,
+                             sum(warm.result.errors.values()))
 
 
 async def _delivery_seed(b: Bench, customers: int, messages: int, latency: float,
@@ -331,11 +343,7 @@ async def _delivery_seed(b: Bench, customers: int, messages: int, latency: float
     after = await b.stats(emu)
     await b.stop(seed)
     await b.stop(emu)
-    seconds = done_at - run.result.started_at
-    return {"seconds": seconds, "rate": messages / seconds, "run": run,
-            "calls_per_message": after["calls"] / messages, "failed_calls": after["failed_calls"],
-            "contacts": after["contacts"], "conversations": after["conversations"],
-            "messages": after["messages"], "prewarm_errors": 0}
+    return _delivery_outcome(run, done_at, messages, {"calls": 0}, after, 0)
 
 
 @scenario("delivery")

@@ -29,6 +29,7 @@ from benchmarks.run import (
     Check,
     Report,
     Table,
+    _delivery_outcome,
     _ms,
     log,
     scenario,
@@ -152,16 +153,13 @@ async def _deliver(b: Bench, side: _Side, tag: str, customers: int, messages: in
     await asyncio.gather(*(b.stop(service) for service in (*bridges, emu)))
     if side.redis:
         await _forget(prefix)
-    seconds = done_at - run.result.started_at
+    outcome = _delivery_outcome(run, done_at, messages, before, after,
+                                sum(warm.result.errors.values()))
 
     def percent(seconds_used: float) -> float:
-        return 100 * seconds_used / seconds
+        return 100 * seconds_used / outcome["seconds"]
 
-    return {"seconds": seconds, "rate": messages / seconds, "run": run,
-            "calls_per_message": (after["calls"] - before["calls"]) / messages,
-            "failed_calls": after["failed_calls"], "contacts": after["contacts"],
-            "conversations": after["conversations"], "messages": after["messages"],
-            "prewarm_errors": sum(warm.result.errors.values()),
+    return {**outcome,
             "daemon_ms_per_message": 1000 * sum(v for k, v in cpu.items()
                                                 if k.startswith("daemon-")) / messages,
             "cpu_percent": {

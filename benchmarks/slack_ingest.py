@@ -17,7 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.loadgen import slack_body, slack_signer
 from benchmarks.procs import Service, daemon, emulator, fake_slack, run_loadgen
-from benchmarks.run import CONNECTIONS, Bench, Check, Report, Table, _ms, _Side, log, scenario
+from benchmarks.run import (
+    CONNECTIONS,
+    Bench,
+    Check,
+    Report,
+    Table,
+    _load_row,
+    _Side,
+    log,
+    scenario,
+)
 from benchmarks.servers import SLACK_BOT_TOKEN
 
 __all__ = ["SIGNING_SECRET", "slack"]
@@ -115,18 +125,9 @@ async def slack(b: Bench) -> Report:
             load.outbox += (depth,)
     samples = {load.service.name: await _metrics(b, load.service) for load in loads}
 
-    rows = []
-    for load in loads:
-        name = load.service.name
-        for j, run in enumerate(load.runs):
-            r = run.result
-            mark = " **(median)**" if run is load.median and rounds > 1 else ""
-            rows.append([
-                f"{load.label}{mark}", f"{j + 1}", f"{r.rate:,.0f}", _ms(r.p50_ms),
-                _ms(r.p90_ms), _ms(r.p99_ms), _ms(r.max_ms), str(sum(r.errors.values())),
-                f"{load.outbox[j]:,}", f"{run.cpu_percent(name):.0f}",
-                f"{run.cpu_us_per_request(name):.0f}", f"{run.loadgen_cpu_percent:.0f}",
-                f"{run.foreign_percent:.0f}"])
+    rows = [_load_row(load.label, j, run, load.service.name,
+                      median=run is load.median and rounds > 1, extra=[f"{load.outbox[j]:,}"])
+            for load in loads for j, run in enumerate(load.runs)]
     checks = []
     for held in (False, True):
         form, ours = (next(x for x in loads if x.kind == kind and x.held == held).median
