@@ -83,21 +83,21 @@ class Daemon(Bridge):
     # --- Bridge (what sources use) --------------------------------------------------------
 
     async def accept(self, message: InboundMessage, source: Source) -> AcceptResult:
-        self.metrics.received.labels(source=source.name).inc()
+        self.metrics.labels(self.metrics.received, source.name).inc()
         message.source = source.name
         kept = await call_chain(self.pm.hook.livebridge_inbound_message, message, "message",
                                 source=source)
         if kept is None:
-            self.metrics.dropped.labels(source=source.name, reason="hook").inc()
+            self.metrics.labels(self.metrics.dropped, source.name, "hook").inc()
             log.info("message dropped by a plugin hook", source=source.name,
                      event_id=message.event_id)
             return AcceptResult.DROPPED
         stored = await self.enqueue("inbound", source.name, kept.event_id,
                                     f"{source.name}\x1f{kept.thread_key}", kept.model_dump_json())
         if not stored:
-            self.metrics.deduplicated.labels(source=source.name).inc()
+            self.metrics.labels(self.metrics.deduplicated, source.name).inc()
             return AcceptResult.DUPLICATE
-        self.metrics.accepted.labels(source=source.name).inc()
+        self.metrics.labels(self.metrics.accepted, source.name).inc()
         return AcceptResult.ACCEPTED
 
     async def enqueue(self, kind: str, source: str, dedupe_key: str, thread: str,

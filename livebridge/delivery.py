@@ -176,7 +176,7 @@ class Dispatcher:
             self.changed.notify_all()
 
     async def _attempt(self, item: OutboxItem) -> None:
-        labels = {"source": item.source, "kind": item.kind}
+        labels = (item.source, item.kind)
         try:
             # An attempt must end before its lease does, or the item would be claimed again
             # while this attempt still runs (a duplicate, out of order).
@@ -193,10 +193,11 @@ class Dispatcher:
             return
         self._failures = 0
         await self.store.complete(item)
-        self.metrics.delivered.labels(**labels).inc()
-        self.metrics.latency.labels(source=item.source).observe(time.time() - item.created_at)
+        m = self.metrics
+        m.labels(m.delivered, *labels).inc()
+        m.labels(m.latency, item.source).observe(time.time() - item.created_at)
 
-    async def _failed(self, item: OutboxItem, exc: Exception, labels: dict[str, str]) -> None:
+    async def _failed(self, item: OutboxItem, exc: Exception, labels: tuple[str, str]) -> None:
         outcome = classify(exc)
         self.last_error = str(outcome)
         age = time.time() - item.created_at
@@ -207,7 +208,7 @@ class Dispatcher:
             log.warning("delivery failed, will retry", item=item.id, source=item.source,
                         attempt=item.attempts + 1, retry_in=round(delay, 2), error=str(outcome))
             await self.store.retry(item, delay, str(outcome))
-            self.metrics.retried.labels(**labels).inc()
+            self.metrics.labels(self.metrics.retried, *labels).inc()
             return
         reason = str(outcome)
         if isinstance(outcome, Retryable):
@@ -215,7 +216,7 @@ class Dispatcher:
         log.error("delivery failed, dead-lettered", item=item.id, source=item.source,
                   reason=reason)
         await self.store.dead_letter(item, reason, outcome.response)
-        self.metrics.dead_lettered.labels(**labels).inc()
+        self.metrics.labels(self.metrics.dead_lettered, *labels).inc()
 
     def _trip(self, retry_after: float | None) -> None:
         """Count a Livedesk failure; past the threshold, pause all claiming for a while."""

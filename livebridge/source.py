@@ -172,7 +172,7 @@ def reject(
     """Log and count a refused request; answer ``status`` with ``{"error": reason, ...}``."""
     log.warning("request rejected", status=status, reason=reason, path=request.path,
                 remote=request.remote, **(detail or {}))
-    metrics.rejected.labels(source=source, reason=reason).inc()
+    metrics.labels(metrics.rejected, source, reason).inc()
     body = {"error": reason, **(detail or {})}
     return web.Response(status=status, text=json.dumps(body), content_type="application/json",
                         headers=headers)

@@ -198,7 +198,8 @@ class LivedeskClient:
             raise LivedeskError(endpoint, None, f"{type(exc).__name__}: {exc}") from exc
         finally:
             if self._metrics is not None:
-                self._metrics.livedesk_calls.labels(endpoint=endpoint, status=status).inc()
-                self._metrics.livedesk_seconds.labels(endpoint=endpoint).observe(
+                m = self._metrics
+                m.labels(m.livedesk_calls, endpoint, status).inc()
+                m.labels(m.livedesk_seconds, endpoint).observe(
                     time.monotonic() - started
                 )

@@ -1,8 +1,11 @@
 """The SQLite store: one file in WAL mode, owned by one daemon, with group commit.
 
-Every operation runs on one connection in one worker thread. Operations that arrive while a
-transaction is being written wait and then share the next transaction, so many concurrent
-accepts cost one commit (one fsync) instead of one each.
+One task owns the connection. Operations that arrive while a transaction is being committed
+wait and then share the next transaction, so many concurrent accepts cost one commit (one
+fsync) instead of one each. The statements of a transaction are short B-tree edits in the
+page cache and run on the event loop's thread; what waits on the disk (the COMMIT with its
+fsync, and the few operations that scan a whole table) runs in a worker thread, so the loop
+never blocks on I/O and the two threads do not take turns at the GIL for every statement.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +58,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 _Op = Callable[[sqlite3.Connection], Any]
+#: How long to wait for the write lock that another process (the CLI) holds.
+_BUSY_TIMEOUT = 5.0
+
+
+@dataclass(slots=True)
+class _Queued:
+    op: _Op
+    future: asyncio.Future[Any]
+    #: Run in the worker thread: the operation scans a table (counts, purges).
+    offload: bool
 
 
 class _OpFailed(Exception):
@@ -78,7 +92,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livebridge-sqlite")
-        self._pending: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self._pending: list[_Queued] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._depth = 0
@@ -124,8 +138,11 @@ class SQLiteStore(Store):
                 ) from None
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
+        # The daemon's statements run on the event loop, which must not sleep in SQLite's
+        # busy handler: it waits for the CLI's locks in the worker thread (_begin).
+        busy_ms = 0 if self.exclusive else int(_BUSY_TIMEOUT * 1000)
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         columns = {row[1] for row in conn.execute("PRAGMA table_info(threads)")}
         if "claim" not in columns:  # a store written by an older livebridge
             conn.execute("ALTER TABLE threads ADD COLUMN claim TEXT")
@@ -151,16 +168,16 @@ class SQLiteStore(Store):
 
     # --- the group-commit writer ----------------------------------------------------------
 
-    async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, op: Callable[[sqlite3.Connection], T], *, offload: bool = False) -> T:
+        """Run ``op`` in the next transaction; ``offload`` runs it in the worker thread."""
         if self._writer is None:
             raise StoreUnavailable("the SQLite store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future))
+        self._pending.append(_Queued(op, future, offload))
         self._wakeup.set()
         return await future
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -168,51 +185,77 @@ class SQLiteStore(Store):
             if not batch:
                 continue
             try:
-                results = await loop.run_in_executor(self._executor, self._transaction, batch)
+                results = await self._transaction(batch)
             except Exception as exc:  # the commit itself failed: nobody's write happened
                 error = StoreUnavailable(f"SQLite commit failed: {exc}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+                for queued in batch:
+                    if not queued.future.done():
+                        queued.future.set_exception(error)
                 continue
-            for (_, future), (ok, value) in zip(batch, results, strict=True):
-                if future.done():
+            for queued, (ok, value) in zip(batch, results, strict=True):
+                if queued.future.done():
                     continue
                 if ok:
-                    future.set_result(value)
+                    queued.future.set_result(value)
                 else:
-                    future.set_exception(value)
+                    queued.future.set_exception(value)
 
-    def _transaction(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+    async def _transaction(self, batch: list[_Queued]) -> list[tuple[bool, Any]]:
         """Run the batch in one transaction (one commit); if an operation raises, run each
         on its own so that one failing operation does not undo the others."""
-        ops = [op for op, _ in batch]
         try:
-            return [(True, value) for value in self._commit(ops)]
+            return [(True, value) for value in await self._commit(batch)]
         except _OpFailed:
-            return [self._alone(op) for op in ops]
+            return [await self._alone(queued) for queued in batch]
 
-    def _commit(self, ops: list[_Op]) -> list[Any]:
+    async def _commit(self, batch: list[_Queued]) -> list[Any]:
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        await self._begin(conn)
         try:
             values = []
-            for op in ops:
+            for queued in batch:
                 try:
-                    values.append(op(conn))
+                    if queued.offload:
+                        values.append(await loop.run_in_executor(self._executor, queued.op, conn))
+                    else:
+                        values.append(queued.op(conn))
                 except Exception as exc:
                     raise _OpFailed from exc
-            conn.execute("COMMIT")
+            await loop.run_in_executor(self._executor, conn.execute, "COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return values
 
-    def _alone(self, op: _Op) -> tuple[bool, Any]:
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock; if another process (the CLI) holds it, wait for it in the
+        worker thread, up to ``_BUSY_TIMEOUT``."""
         try:
-            return True, self._commit([op])[0]
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+
+        def wait() -> None:
+            deadline = time.monotonic() + _BUSY_TIMEOUT
+            while True:
+                time.sleep(0.005)
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc) or time.monotonic() > deadline:
+                        raise
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, wait)
+
+    async def _alone(self, queued: _Queued) -> tuple[bool, Any]:
+        try:
+            return True, (await self._commit([queued]))[0]
         except _OpFailed as failed:
             return False, failed.__cause__
 
@@ -260,7 +303,7 @@ class SQLiteStore(Store):
     async def _count_depth(self) -> None:
         self._depth_at = time.monotonic()  # before the await: concurrent callers count once
         self._depth = await self._run(
-            lambda c: int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            lambda c: int(c.execute("SELECT count(*) FROM outbox").fetchone()[0]), offload=True
         )
 
     # --- delivering -----------------------------------------------------------------------
@@ -351,7 +394,8 @@ class SQLiteStore(Store):
 
     async def release_all(self) -> None:
         if self.exclusive:  # this daemon owns the file: every lease is a dead process's
-            await self._run(lambda c: c.execute("UPDATE threads SET leased_until=0, claim=NULL"))
+            await self._run(lambda c: c.execute("UPDATE threads SET leased_until=0, claim=NULL"),
+                            offload=True)
 
     async def stats(self) -> OutboxStats:
         def op(c: sqlite3.Connection) -> OutboxStats:
@@ -362,7 +406,7 @@ class SQLiteStore(Store):
             dead = c.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
             return OutboxStats(depth, oldest, in_flight, dead)
 
-        stats = await self._run(op)
+        stats = await self._run(op, offload=True)
         self._depth = stats.depth  # resync with what other processes (the CLI) changed
         self._depth_at = time.monotonic()
         return stats
@@ -456,7 +500,7 @@ class SQLiteStore(Store):
             n += c.execute("DELETE FROM kv WHERE expires_at<=?", (now,)).rowcount
             return int(n)
 
-        return await self._run(op)
+        return await self._run(op, offload=True)
 
 
 def _insert_item(
@@ -491,6 +535,11 @@ def _hand_on(c: sqlite3.Connection, thread: str) -> None:
         )
     else:
         c.execute("DELETE FROM threads WHERE thread=?", (thread,))
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock."""
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _int_id(letter_id: str) -> int:

@@ -8,6 +8,7 @@ at most ``limit`` timestamps.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 __all__ = ["SlidingWindowLimiter", "client_key"]
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(address: str) -> str:
     """The rate-limit key of an address: the IPv4 address, or the IPv6 /64 network (one
     household or host usually holds a whole /64)."""

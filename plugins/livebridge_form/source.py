@@ -15,7 +15,7 @@ import hashlib
 import ipaddress
 import json
 import re
-import uuid
+import secrets
 from dataclasses import dataclass, field
 from email.utils import formataddr
 from typing import Any
@@ -202,6 +202,7 @@ class FormSource(Source):
         assert isinstance(settings, FormSettings)
         super().__init__(settings, bridge)
         self.limiter = SlidingWindowLimiter(settings.rate_limit, settings.rate_window)
+        self._names = {key: settings.fields.posted(key) for key in FIELD_KEYS}
 
     def routes(self) -> list[web.RouteDef]:
         path = self.settings.path
@@ -219,7 +220,7 @@ class FormSource(Source):
 
     async def form(self, request: web.Request) -> web.Response:
         """``GET {path}``: the contact form."""
-        return self._page(form_page(self.settings, uuid.uuid4().hex))
+        return self._page(form_page(self.settings, secrets.token_hex(16)))
 
     async def thanks(self, request: web.Request) -> web.Response:
         """``GET {path}/thanks``: the built-in thank-you page."""
@@ -367,7 +368,7 @@ class FormSource(Source):
 
     def _message(self, request: web.Request, posted: _Posted) -> InboundMessage:
         s = self.settings
-        names = {key: s.fields.posted(key) for key in FIELD_KEYS}
+        names = self._names
         value = {key: posted.first(name) for key, name in names.items()}
         extras = {k: [v for v in vs if v.strip()] for k, vs in posted.values.items()
                   if k not in names.values() and not k.startswith("_") and k != s.honeypot}
@@ -414,7 +415,7 @@ class FormSource(Source):
         so a double submit is stored once and one customer's key never hides another's."""
         key = request.headers.get("Idempotency-Key") or posted.first(_IDEMPOTENCY_FIELD)
         if not key:
-            return uuid.uuid4().hex
+            return secrets.token_hex(16)
         if len(key) > _MAX_KEY or not key.isprintable():
             raise _Refused(400, f"bad Idempotency-Key (printable, at most {_MAX_KEY} characters)")
         digest = hashlib.sha256()
