@@ -3,7 +3,9 @@ and files written by older versions open."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,28 @@ async def test_store_of_an_older_version_opens(tmp_path: Path) -> None:
         assert (await claim_one(store, lease=FAR)).payload == "b"
     finally:
         await store.close()
+
+
+async def test_a_write_lock_held_by_another_process_is_waited_for_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    """While the CLI holds the write lock, the daemon's writes wait (in the worker thread,
+    the event loop keeps running) and go through once it is released."""
+    daemon = SQLiteStore(tmp_path / "store.db")
+    await daemon.open()
+    other = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(put(daemon, "a"))
+        started = time.monotonic()
+        for _ in range(20):  # the loop keeps turning while the write waits for the lock
+            await asyncio.sleep(0)
+        # A busy wait on the loop would have stopped it for SQLite's busy timeout (seconds).
+        assert time.monotonic() - started < 0.5
+        assert not write.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, 5)
+        assert (await daemon.stats()).depth == 1
+    finally:
+        other.close()
+        await daemon.close()
