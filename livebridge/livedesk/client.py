@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -184,16 +185,17 @@ class LivedeskClient:
                 data=form() if form is not None else None, timeout=self._timeout,
             ) as resp:
                 status = str(resp.status)
-                text = await resp.text(errors="replace")
+                raw = await resp.read()  # parsed once; decoded as text only for an error
                 if resp.status >= 300:
                     raise LivedeskError(
-                        endpoint, resp.status, text,
+                        endpoint, resp.status, raw.decode(errors="replace"),
                         retry_after=parse_retry_after(resp.headers.get("Retry-After")),
                     )
                 try:
-                    return await resp.json(content_type=None)
+                    return json.loads(raw)
                 except ValueError as exc:
-                    raise LivedeskError(endpoint, resp.status, f"not JSON: {text}") from exc
+                    raise LivedeskError(endpoint, resp.status,
+                                        f"not JSON: {raw.decode(errors='replace')}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise LivedeskError(endpoint, None, f"{type(exc).__name__}: {exc}") from exc
         finally:
