@@ -95,6 +95,7 @@ class SQLiteStore(Store):
         self._pending: list[_Queued] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         self._depth = 0
         self._depth_at = 0.0  # time.monotonic() of the last count
 
@@ -150,8 +151,10 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         if self._writer is not None:
-            await self._run(lambda c: None)  # flush what is queued
-            self._writer.cancel()
+            # Not cancelled: a COMMIT may be running in the worker thread. The writer
+            # finishes what is queued and returns.
+            self._closing = True
+            self._wakeup.set()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
         if self._conn is not None:
@@ -170,7 +173,7 @@ class SQLiteStore(Store):
 
     async def _run(self, op: Callable[[sqlite3.Connection], T], *, offload: bool = False) -> T:
         """Run ``op`` in the next transaction; ``offload`` runs it in the worker thread."""
-        if self._writer is None:
+        if self._writer is None or self._closing:
             raise StoreUnavailable("the SQLite store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append(_Queued(op, future, offload))
@@ -178,12 +181,12 @@ class SQLiteStore(Store):
         return await future
 
     async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
+        while self._pending or not self._closing:
+            if not self._pending:
+                await self._wakeup.wait()
+                self._wakeup.clear()
                 continue
+            batch, self._pending = self._pending, []
             try:
                 results = await self._transaction(batch)
             except Exception as exc:  # the commit itself failed: nobody's write happened

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from livebridge.config import StoreConfig
-from livebridge.exceptions import LivebridgeError
+from livebridge.exceptions import LivebridgeError, StoreUnavailable
 from livebridge.store import create_store
 from livebridge.store.sqlite import SQLiteStore
 
@@ -92,3 +92,20 @@ async def test_a_write_lock_held_by_another_process_is_waited_for_off_the_loop(
     finally:
         other.close()
         await daemon.close()
+
+
+async def test_close_commits_what_is_queued_and_refuses_what_comes_after(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "store.db")
+    await store.open()
+    queued = [asyncio.ensure_future(put(store, f"t{i}")) for i in range(20)]
+    await asyncio.sleep(0)  # each put has queued its operation
+    await store.close()
+    await asyncio.gather(*queued)  # none failed
+    with pytest.raises(StoreUnavailable):
+        await put(store, "late")
+    reopened = SQLiteStore(tmp_path / "store.db")
+    await reopened.open()
+    try:
+        assert (await reopened.stats()).depth == 20
+    finally:
+        await reopened.close()
