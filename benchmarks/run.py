@@ -503,6 +503,7 @@ async def memory(b: Bench) -> Report:
 sys.modules.setdefault("benchmarks.run", sys.modules[__name__])
 from benchmarks import slack_ingest  # noqa: E402, F401, I001
 from benchmarks import scaleout  # noqa: E402, F401
+from benchmarks import group_commit  # noqa: E402, F401
 
 
 # --- the run ----------------------------------------------------------------------------------
