@@ -19,12 +19,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.run import Bench, Check, Report, Table, log, scenario
-from livebridge.store.sqlite import SQLiteStore
+from livebridge.store.sqlite import SQLiteStore, enqueue_op
 
 __all__ = ["commit"]
 
@@ -35,41 +35,30 @@ SIDES = {"livebridge": "livebridge (group commit)",
 
 
 def _enqueue_alone(conn: sqlite3.Connection, i: int) -> None:
-    """The statements of ``SQLiteStore.enqueue``, in a transaction of their own."""
-    now = time.time()
+    """``SQLiteStore.enqueue``'s statements in a transaction of their own."""
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("SELECT expires_at FROM seen WHERE source=? AND key=?", ("form", f"e{i}"))
-    conn.execute("INSERT OR REPLACE INTO seen (source, key, expires_at) VALUES (?, ?, ?)",
-                 ("form", f"e{i}", now + 86400))
-    conn.execute("INSERT INTO outbox (kind, source, thread, payload, created_at) "
-                 "VALUES (?, ?, ?, ?, ?)", ("inbound", "form", f"c{i % 1000}", PAYLOAD, now))
-    conn.execute("INSERT OR IGNORE INTO threads (thread, due_at) VALUES (?, ?)",
-                 (f"c{i % 1000}", now))
+    enqueue_op(conn, "inbound", "form", f"e{i}", f"c{i % 1000}", PAYLOAD, 86400)
     conn.execute("COMMIT")
 
 
 async def _side(side: str, total: int, path: Path) -> dict[str, float]:
     store = SQLiteStore(path, synchronous="full")  # creates the schema (both sides use it)
     await store.open()
-    enqueue: Callable[[int], Awaitable[object]]
-    executor = ThreadPoolExecutor(max_workers=1)
     conn: sqlite3.Connection | None = None
-    if side == "livebridge":
-        def enqueue(i: int) -> Awaitable[bool]:
-            return store.enqueue("inbound", "form", f"e{i}", f"c{i % 1000}", PAYLOAD, 86400)
-    else:
+    executor = ThreadPoolExecutor(max_workers=1)
+    if side == "single":
         await store.close()
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA synchronous=FULL")
-        loop = asyncio.get_running_loop()
-
-        def enqueue(i: int) -> Awaitable[None]:
-            return loop.run_in_executor(executor, _enqueue_alone, conn, i)
+    loop = asyncio.get_running_loop()
     counter = iter(range(total))
 
     async def worker() -> None:
         for i in counter:
-            await enqueue(i)
+            if conn is None:
+                await store.enqueue("inbound", "form", f"e{i}", f"c{i % 1000}", PAYLOAD, 86400)
+            else:
+                await loop.run_in_executor(executor, _enqueue_alone, conn, i)
 
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(TASKS)))
