@@ -134,12 +134,7 @@ async def _deliver(b: Bench, side: _Side, tag: str, customers: int, messages: in
                for k in range(side.daemons)]
     await asyncio.gather(*(b.start(service) for service in (emu, *bridges)))
     urls = [bridge.url + "/form" for bridge in bridges]
-    warm = await run_loadgen(urls, connections=CONNECTIONS, total=customers, customers=customers)
-    if warm.result.errors:
-        raise RuntimeError(f"pre-warm posts failed: {warm.result.errors}; see {b.workdir}")
-    await b.until_messages(emu, customers, timeout=120, every=0.1)
-    before = await b.stats(emu)
-    await b.quiet()
+    before = await b.prewarm(urls, emu, customers)
     # CPU from the first timed post (the load generator's first progress line) to the last
     # delivery: the same window as the time.
     window = _CpuWindow(b.running)
@@ -153,8 +148,7 @@ async def _deliver(b: Bench, side: _Side, tag: str, customers: int, messages: in
     await asyncio.gather(*(b.stop(service) for service in (*bridges, emu)))
     if side.redis:
         await _forget(prefix)
-    outcome = _delivery_outcome(run, done_at, messages, before, after,
-                                sum(warm.result.errors.values()))
+    outcome = _delivery_outcome(run, done_at, messages, before, after)
 
     def percent(seconds_used: float) -> float:
         return 100 * seconds_used / outcome["seconds"]
@@ -213,8 +207,7 @@ async def scaleout(b: Bench) -> Report:
                 *("-" if v is None else f"{v:.0f}" for v in x["cpu_percent"].values()),
                 f"{_busy(x):.0f}"])
     everything = [x for side in sides for x in side.results]
-    errors = sum(sum(x["run"].result.errors.values()) + x["failed_calls"] + x["prewarm_errors"]
-                 for x in everything)
+    errors = sum(sum(x["run"].result.errors.values()) + x["failed_calls"] for x in everything)
     ref = sides[0].median["rate"]
     speed = "; ".join(f"{side.label}: {side.median['rate']:,.0f} msgs/s "
                       f"({side.median['rate'] / ref:.2f}x)" for side in sides)
