@@ -131,11 +131,15 @@ def emulator(workdir: Path, *, latency: float, name: str = "emulator") -> Servic
 
 
 def reference(kind: str, workdir: Path, *, livedesk: Service | None = None) -> Service:
-    """A reference server: ``bare`` (reads the form) or ``seed`` (three inline calls)."""
+    """A reference server of ``benchmarks.servers``: ``bare`` (reads the form), ``seed``
+    (three inline calls), ``floor-ingest`` (bare plus a SQLite outbox in ``workdir``) or
+    ``floor-delivery`` (answers, then one call per message in the background)."""
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.servers", kind, "--port", str(port)]
     if livedesk is not None:
         argv += ["--livedesk", livedesk.url]
+    if kind == "floor-ingest":
+        argv += ["--store", str(workdir / f"{kind}.db")]
     return Service(kind, argv, port, "/healthz", workdir)
 
 

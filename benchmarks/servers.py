@@ -7,6 +7,15 @@
         The seed's recipe done inline: per post, create contact, create conversation,
         create message (three Livedesk calls, no state), then answer (the delivery reference).
         It uses livebridge's own ``LivedeskClient``, so both sides pay the same HTTP client.
+    python -m benchmarks.servers floor-ingest --port P --store FILE
+        A floor for ingest: the bare handler plus livebridge's ``SQLiteStore.enqueue`` of the
+        body (group commit, synchronous=full) before the answer. No validation, no model, no
+        metrics: strictly less than any durable accept does.
+    python -m benchmarks.servers floor-delivery --port P --livedesk URL
+        A floor for delivery: answers at once, then makes the one Livedesk call per message
+        in the background (``FLOOR_CONCURRENCY`` at a time), contact and conversation created
+        once per email and kept in a dict. No store, no validation: strictly less than any
+        bridge does, and nothing survives a crash.
     python -m benchmarks.servers emulator --port P --latency S
         ``livebridge emulator`` (the same ``Emulator`` and ``Faults(latency=S)``) plus a cheap
         ``GET /_emulator/stats`` with counts, since ``/_emulator/state`` serialises everything.
@@ -18,8 +27,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import secrets
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -29,13 +41,18 @@ from benchmarks.loadgen import slack_user
 from livebridge.livedesk.client import LivedeskClient
 from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.logs import configure_logging
+from livebridge.store.sqlite import SQLiteStore
 
-__all__ = ["API_KEY", "API_SECRET", "INBOX_ID", "SLACK_BOT_TOKEN", "bare_app", "emulator_app",
-           "seed_app", "slack_app"]
+__all__ = ["API_KEY", "API_SECRET", "FLOOR_CONCURRENCY", "INBOX_ID", "SLACK_BOT_TOKEN",
+           "bare_app", "emulator_app", "floor_delivery_app", "floor_ingest_app", "seed_app",
+           "slack_app"]
 
 API_KEY, API_SECRET, INBOX_ID = "emulator", "emulator", 1
 SLACK_BOT_TOKEN = "xoxb-bench"
 FORM_PATH = "/form"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Livedesk calls the delivery floor makes at once (the daemon's default concurrency).
+FLOOR_CONCURRENCY = 64
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -49,6 +66,11 @@ def bare_app() -> web.Application:
         await request.json()
         return web.json_response({"ok": True, "status": "accepted"})
 
+    return _form_app(submit)
+
+
+def _form_app(submit: Handler) -> web.Application:
+    """An app with ``submit`` at ``POST /form`` and ``GET /healthz``."""
     app = web.Application()
     app.router.add_post(FORM_PATH, submit)
     app.router.add_get("/healthz", _healthz)
@@ -58,13 +80,20 @@ def bare_app() -> web.Application:
 CLIENT: web.AppKey[LivedeskClient] = web.AppKey("client", LivedeskClient)
 
 
-def seed_app(livedesk_url: str) -> web.Application:
-    """The seed's inline recipe: three calls per post, nothing remembered."""
+def _with_client(app: web.Application, livedesk_url: str) -> web.Application:
+    """Give ``app`` a ``LivedeskClient`` (``app[CLIENT]``) for its lifetime."""
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             app[CLIENT] = LivedeskClient(session, livedesk_url, API_KEY, API_SECRET)
             yield
+
+    app.cleanup_ctx.append(session_ctx)
+    return app
+
+
+def seed_app(livedesk_url: str) -> web.Application:
+    """The seed's inline recipe: three calls per post, nothing remembered."""
 
     async def submit(request: web.Request) -> web.Response:
         form = await request.json()
@@ -74,11 +103,55 @@ def seed_app(livedesk_url: str) -> web.Application:
         message = await client.create_message(int(conversation["id"]), form["message"])
         return web.json_response({"ok": True, "message_id": message["id"]})
 
-    app = web.Application()
-    app.cleanup_ctx.append(session_ctx)
-    app.router.add_post(FORM_PATH, submit)
-    app.router.add_get("/healthz", _healthz)
+    return _with_client(_form_app(submit), livedesk_url)
+
+
+def floor_ingest_app(store_path: str) -> web.Application:
+    """Reads the posted form and commits it to a SQLite outbox before answering."""
+    store = SQLiteStore(store_path, synchronous="full")
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        yield
+        await store.close()
+
+    async def submit(request: web.Request) -> web.Response:
+        form = await request.json()
+        await store.enqueue("inbound", "form", secrets.token_hex(16), form["email"],
+                            json.dumps(form), 7 * 86400)
+        return web.json_response({"ok": True, "status": "accepted"})
+
+    app = _form_app(submit)
+    app.cleanup_ctx.append(store_ctx)
     return app
+
+
+def floor_delivery_app(livedesk_url: str, concurrency: int = FLOOR_CONCURRENCY
+                       ) -> web.Application:
+    """Answers at once; one Livedesk call per message in the background, ids in a dict."""
+    conversations: dict[str, int] = {}
+    locks: dict[str, asyncio.Lock] = {}
+    slots = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def deliver(client: LivedeskClient, form: dict[str, str]) -> None:
+        email = form["email"]
+        async with slots, locks.setdefault(email, asyncio.Lock()):
+            conversation = conversations.get(email)
+            if conversation is None:
+                contact = await client.create_contact(INBOX_ID, name=form["name"], email=email)
+                created = await client.create_conversation(INBOX_ID, int(contact["id"]))
+                conversation = conversations[email] = int(created["id"])
+            await client.create_message(conversation, form["message"])
+
+    async def submit(request: web.Request) -> web.Response:
+        form = await request.json()
+        task = asyncio.create_task(deliver(request.app[CLIENT], form))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return web.json_response({"ok": True, "status": "accepted"})
+
+    return _with_client(_form_app(submit), livedesk_url)
 
 
 def emulator_app(latency: float) -> web.Application:
@@ -112,19 +185,27 @@ def slack_app(users: int) -> web.Application:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.servers")
-    parser.add_argument("kind", choices=["bare", "seed", "emulator", "slack"])
+    parser.add_argument("kind", choices=["bare", "seed", "floor-ingest", "floor-delivery",
+                                         "emulator", "slack"])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--livedesk", help="the emulator's base URL (seed)")
+    parser.add_argument("--livedesk", help="the emulator's base URL (seed, floor-delivery)")
+    parser.add_argument("--store", help="the SQLite file (floor-ingest)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per call (emulator)")
     parser.add_argument("--users", type=int, default=1000, help="users it knows (slack)")
     args = parser.parse_args(argv)
     configure_logging("warning", "json")
+    if args.kind in ("seed", "floor-delivery") and not args.livedesk:
+        parser.error(f"{args.kind} needs --livedesk")
+    if args.kind == "floor-ingest" and not args.store:
+        parser.error("floor-ingest needs --store")
     if args.kind == "bare":
         app = bare_app()
     elif args.kind == "seed":
-        if not args.livedesk:
-            parser.error("seed needs --livedesk")
         app = seed_app(args.livedesk)
+    elif args.kind == "floor-ingest":
+        app = floor_ingest_app(args.store)
+    elif args.kind == "floor-delivery":
+        app = floor_delivery_app(args.livedesk)
     elif args.kind == "slack":
         app = slack_app(args.users)
     else:
