@@ -36,6 +36,8 @@ CONFIG = web.AppKey("config", Config)
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 
 EMULATOR_CREDENTIALS = ("emulator", "emulator", 1)
+#: Outbound connections kept for callers other than the delivery workers (aiohttp's default).
+_OTHER_CONNECTIONS = 100
 _EMULATED_WARNING = (
     "LIVEDESK_BASE_URL is not set: messages go to the BUILT-IN LIVEDESK EMULATOR, "
     "nothing reaches the real Livedesk"
@@ -157,7 +159,10 @@ class Daemon(Bridge):
             await self.store.open()
             stack.push_async_callback(self.store.close)
             await self.store.release_all()
-            self.http = aiohttp.ClientSession()
+            # aiohttp's default of 100 connections would cap delivery.concurrency: every
+            # delivery worker can hold one, and other callers keep the default 100 beside them.
+            self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                limit=self.config.delivery.concurrency + _OTHER_CONNECTIONS))
             stack.push_async_callback(self.http.close)
             if self.emulator is not None:
                 self.livedesk_url = await self._serve_emulator(stack)

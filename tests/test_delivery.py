@@ -59,7 +59,7 @@ class Gate:
         return await handler(request)
 
 
-async def external_emulator(aiohttp_server: Any, gate: Gate | None = None,
+async def external_emulator(aiohttp_server: Any, gate: Gate | Crowd | None = None,
                             **kwargs: Any) -> tuple[Emulator, str]:
     emulator = Emulator(api_key="real-key", api_secret="real-secret", inbox_id=407, **kwargs)
     app = emulator.app()
@@ -303,6 +303,48 @@ async def test_shutdown_timeout_bounds_a_stuck_delivery(make_bridge: Any, echo: 
     await second.wait_for(lambda: len(emulator.state.messages) >= 3)
     contents = [m["content"] for m in emulator.state.messages.values()]
     assert contents[-3:] == ["hi: m0", "hi: m1", "hi: m2"]  # the rest was kept, in order
+
+
+class Crowd:
+    """Holds every ``POST …/messages`` until ``size`` of them are at Livedesk at once
+    (``gathered``), or for ``patience`` seconds."""
+
+    def __init__(self, size: int, patience: float) -> None:
+        self.size, self.patience = size, patience
+        self.at_once = self.peak = 0
+        self.gathered = asyncio.Event()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method != "POST" or not request.path.endswith("/messages"):
+            return await handler(request)
+        self.at_once += 1
+        self.peak = max(self.peak, self.at_once)
+        if self.at_once >= self.size:
+            self.gathered.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.gathered.wait(), self.patience)
+            return await handler(request)
+        finally:
+            self.at_once -= 1
+
+
+async def test_concurrency_above_a_hundred_has_that_many_calls_in_flight(
+        make_bridge: Any, echo: Any, echo_post: Post, aiohttp_server: Any) -> None:
+    # aiohttp's default connector stops at 100 connections, whatever delivery.concurrency says.
+    threads = 120
+    crowd = Crowd(threads, patience=5.0)
+    emulator, url = await external_emulator(aiohttp_server, crowd)
+    bridge = await make_bridge({"sources": [{"type": "echo"}], "livedesk": livedesk_at(url),
+                                "delivery": {"concurrency": threads}},
+                               plugins=[echo], emulator=emulator)
+    for i in range(threads):
+        resp = await bridge.client.post("/echo", json=echo_post(i, user=f"u{i}",
+                                                                thread=f"t{i}"))
+        assert resp.status == 200
+    await bridge.wait_for(lambda: len(emulator.state.messages) == threads, timeout=30)
+    assert crowd.peak == threads
 
 
 async def test_unanswered_conversation_create_is_not_repeated(make_bridge: Any, echo: Any,
