@@ -335,11 +335,11 @@ async def _delivery_warm(b: Bench, side: str, customers: int, messages: int, lat
     the floor-delivery server), then time ``messages`` more until all are delivered."""
     emu = await b.start(emulator(b.workdir, latency=latency, name=f"emulator-{side}{round_no}"))
     if side == "bridge":
-        bridge = await b.start(daemon(b.workdir, desk=emu, name=f"daemon-delivery{round_no}",
+        server = await b.start(daemon(b.workdir, desk=emu, name=f"daemon-delivery{round_no}",
                                       delivery={"concurrency": b.options.concurrency}))
     else:
-        bridge = await b.start(reference("floor-delivery", b.workdir, livedesk=emu))
-    url = bridge.url + "/form"
+        server = await b.start(reference("floor-delivery", b.workdir, livedesk=emu))
+    url = server.url + "/form"
     before = await b.prewarm(url, emu, customers)
     timed = asyncio.create_task(run_loadgen(url, watch=list(b.running), connections=CONNECTIONS,
                                             total=messages, customers=customers,
@@ -347,7 +347,7 @@ async def _delivery_warm(b: Bench, side: str, customers: int, messages: int, lat
     done_at = await b.until_messages(emu, customers + messages)
     run = await timed
     after = await b.stats(emu)
-    await b.stop(bridge)
+    await b.stop(server)
     await b.stop(emu)
     return _delivery_outcome(run, done_at, messages, before, after)
 

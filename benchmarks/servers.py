@@ -51,7 +51,8 @@ API_KEY, API_SECRET, INBOX_ID = "emulator", "emulator", 1
 SLACK_BOT_TOKEN = "xoxb-bench"
 FORM_PATH = "/form"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: Livedesk calls the delivery floor makes at once (the daemon's default concurrency).
+#: Livedesk calls the delivery floor makes at once (``benchmarks.run``'s default
+#: ``delivery.concurrency`` for the daemon).
 FLOOR_CONCURRENCY = 64
 
 
