@@ -187,29 +187,32 @@ class SQLiteStore(Store):
                 self._wakeup.clear()
                 continue
             batch, self._pending = self._pending, []
-            try:
-                results = await self._transaction(batch)
-            except Exception as exc:  # the commit itself failed: nobody's write happened
-                error = StoreUnavailable(f"SQLite commit failed: {exc}")
-                for queued in batch:
-                    if not queued.future.done():
-                        queued.future.set_exception(error)
-                continue
-            for queued, (ok, value) in zip(batch, results, strict=True):
-                if queued.future.done():
-                    continue
-                if ok:
-                    queued.future.set_result(value)
-                else:
-                    queued.future.set_exception(value)
+            await self._transaction(batch)
 
-    async def _transaction(self, batch: list[_Queued]) -> list[tuple[bool, Any]]:
-        """Run the batch in one transaction (one commit); if an operation raises, run each
-        on its own so that one failing operation does not undo the others."""
+    async def _transaction(self, batch: list[_Queued]) -> None:
+        """Run the batch in one transaction (one commit) and settle its futures. If an
+        operation raises, each runs on its own, so that one failing operation does not undo
+        the others; a failing commit fails only the operations it held."""
         try:
-            return [(True, value) for value in await self._commit(batch)]
-        except _OpFailed:
-            return [await self._alone(queued) for queued in batch]
+            values = await self._commit(batch)
+        except _OpFailed as failed:
+            if len(batch) > 1:
+                for queued in batch:
+                    await self._transaction([queued])
+                return
+            outcomes: list[tuple[bool, Any]] = [(False, failed.__cause__)]
+        except Exception as exc:  # the commit itself failed: nobody's write happened
+            error = StoreUnavailable(f"SQLite commit failed: {exc}")
+            outcomes = [(False, error)] * len(batch)
+        else:
+            outcomes = [(True, value) for value in values]
+        for queued, (ok, value) in zip(batch, outcomes, strict=True):
+            if queued.future.done():
+                continue
+            if ok:
+                queued.future.set_result(value)
+            else:
+                queued.future.set_exception(value)
 
     async def _commit(self, batch: list[_Queued]) -> list[Any]:
         conn = self._conn
@@ -255,12 +258,6 @@ class SQLiteStore(Store):
                         raise
 
         await asyncio.get_running_loop().run_in_executor(self._executor, wait)
-
-    async def _alone(self, queued: _Queued) -> tuple[bool, Any]:
-        try:
-            return True, (await self._commit([queued]))[0]
-        except _OpFailed as failed:
-            return False, failed.__cause__
 
     # --- accepting ------------------------------------------------------------------------
 

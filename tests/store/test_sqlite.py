@@ -109,3 +109,27 @@ async def test_close_commits_what_is_queued_and_refuses_what_comes_after(tmp_pat
         assert (await reopened.stats()).depth == 20
     finally:
         await reopened.close()
+
+
+async def test_a_failing_commit_fails_only_the_operations_it_held(tmp_path: Path) -> None:
+    """One operation of a batch raises, so each runs on its own; one of those commits fails.
+    The operations committed before and after it report success, and are stored."""
+    store = SQLiteStore(tmp_path / "store.db")
+    await store.open()
+
+    def raises(conn: sqlite3.Connection) -> None:
+        raise ValueError("a broken operation")
+
+    def spoils_its_commit(conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")  # the writer's COMMIT then finds no transaction: it fails
+
+    try:
+        outcomes = await asyncio.gather(  # queued in one turn of the loop: one batch
+            put(store, "a"), store._run(raises), store._run(spoils_its_commit), put(store, "b"),
+            return_exceptions=True)
+        assert outcomes[0] is True and outcomes[3] is True
+        assert isinstance(outcomes[1], ValueError)
+        assert isinstance(outcomes[2], StoreUnavailable)
+        assert (await store.stats()).depth == 2
+    finally:
+        await store.close()
