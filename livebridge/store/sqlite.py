@@ -190,29 +190,32 @@ class SQLiteStore(Store):
             await self._transaction(batch)
 
     async def _transaction(self, batch: list[_Queued]) -> None:
+        """Run the batch and settle its futures; if the store itself fails (BEGIN or
+        COMMIT), every operation not settled yet fails with ``StoreUnavailable``."""
+        try:
+            await self._settle(batch)
+        except Exception as exc:  # nothing unsettled was written
+            error = StoreUnavailable(f"SQLite commit failed: {exc}")
+            for queued in batch:
+                if not queued.future.done():
+                    queued.future.set_exception(error)
+
+    async def _settle(self, batch: list[_Queued]) -> None:
         """Run the batch in one transaction (one commit) and settle its futures. If an
-        operation raises, each runs on its own, so that one failing operation does not undo
-        the others; a failing commit fails only the operations it held."""
+        operation raises, each runs in a transaction of its own, so that one failing
+        operation does not undo the others. Raises if BEGIN or COMMIT fails."""
         try:
             values = await self._commit(batch)
         except _OpFailed as failed:
             if len(batch) > 1:
                 for queued in batch:
-                    await self._transaction([queued])
-                return
-            outcomes: list[tuple[bool, Any]] = [(False, failed.__cause__)]
-        except Exception as exc:  # the commit itself failed: nobody's write happened
-            error = StoreUnavailable(f"SQLite commit failed: {exc}")
-            outcomes = [(False, error)] * len(batch)
-        else:
-            outcomes = [(True, value) for value in values]
-        for queued, (ok, value) in zip(batch, outcomes, strict=True):
-            if queued.future.done():
-                continue
-            if ok:
+                    await self._settle([queued])
+            elif not batch[0].future.done():
+                batch[0].future.set_exception(failed.__cause__ or failed)
+            return
+        for queued, value in zip(batch, values, strict=True):
+            if not queued.future.done():  # done: its caller was cancelled
                 queued.future.set_result(value)
-            else:
-                queued.future.set_exception(value)
 
     async def _commit(self, batch: list[_Queued]) -> list[Any]:
         conn = self._conn

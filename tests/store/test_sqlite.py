@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,11 +112,18 @@ async def test_close_commits_what_is_queued_and_refuses_what_comes_after(tmp_pat
         await reopened.close()
 
 
-async def test_a_failing_commit_fails_only_the_operations_it_held(tmp_path: Path) -> None:
-    """One operation of a batch raises, so each runs on its own; one of those commits fails.
-    The operations committed before and after it report success, and are stored."""
+async def test_a_failing_commit_keeps_what_was_committed_before_it(tmp_path: Path) -> None:
+    """One operation of a batch raises, so each runs on its own; then one commit fails. What
+    was committed before it reports success; it and what had not run yet fail at once (the
+    store failed: they are not each tried again)."""
     store = SQLiteStore(tmp_path / "store.db")
     await store.open()
+    batches: list[int] = []
+    commit = store._commit
+
+    async def counted(batch: list[Any]) -> list[Any]:
+        batches.append(len(batch))
+        return await commit(batch)
 
     def raises(conn: sqlite3.Connection) -> None:
         raise ValueError("a broken operation")
@@ -123,13 +131,16 @@ async def test_a_failing_commit_fails_only_the_operations_it_held(tmp_path: Path
     def spoils_its_commit(conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")  # the writer's COMMIT then finds no transaction: it fails
 
+    store._commit = counted  # type: ignore[method-assign]
     try:
-        outcomes = await asyncio.gather(  # queued in one turn of the loop: one batch
+        outcomes = await asyncio.gather(
             put(store, "a"), store._run(raises), store._run(spoils_its_commit), put(store, "b"),
             return_exceptions=True)
-        assert outcomes[0] is True and outcomes[3] is True
+        assert batches == [4, 1, 1, 1]  # one batch, then each on its own until the failure
+        assert outcomes[0] is True
         assert isinstance(outcomes[1], ValueError)
         assert isinstance(outcomes[2], StoreUnavailable)
-        assert (await store.stats()).depth == 2
+        assert isinstance(outcomes[3], StoreUnavailable)
+        assert (await store.stats()).depth == 1
     finally:
         await store.close()
