@@ -36,8 +36,9 @@ CONFIG = web.AppKey("config", Config)
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 
 EMULATOR_CREDENTIALS = ("emulator", "emulator", 1)
-#: Outbound connections kept for callers other than the delivery workers (aiohttp's default).
-_OTHER_CONNECTIONS = 100
+#: Connections the shared HTTP session allows beyond ``delivery.concurrency``, headroom for
+#: its other callers (sources' API calls, reply lookups); aiohttp's default limit.
+_CONNECTION_HEADROOM = 100
 _EMULATED_WARNING = (
     "LIVEDESK_BASE_URL is not set: messages go to the BUILT-IN LIVEDESK EMULATOR, "
     "nothing reaches the real Livedesk"
@@ -160,9 +161,9 @@ class Daemon(Bridge):
             stack.push_async_callback(self.store.close)
             await self.store.release_all()
             # aiohttp's default of 100 connections would cap delivery.concurrency: every
-            # delivery worker can hold one, and other callers keep the default 100 beside them.
+            # delivery worker can hold one, with headroom for the session's other callers.
             self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-                limit=self.config.delivery.concurrency + _OTHER_CONNECTIONS))
+                limit=self.config.delivery.concurrency + _CONNECTION_HEADROOM))
             stack.push_async_callback(self.http.close)
             if self.emulator is not None:
                 self.livedesk_url = await self._serve_emulator(stack)

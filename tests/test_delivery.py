@@ -334,7 +334,7 @@ async def test_concurrency_above_a_hundred_has_that_many_calls_in_flight(
         make_bridge: Any, echo: Any, echo_post: Post, aiohttp_server: Any) -> None:
     # aiohttp's default connector stops at 100 connections, whatever delivery.concurrency says.
     threads = 120
-    crowd = Crowd(threads, patience=5.0)
+    crowd = Crowd(threads, patience=30.0)
     emulator, url = await external_emulator(aiohttp_server, crowd)
     bridge = await make_bridge({"sources": [{"type": "echo"}], "livedesk": livedesk_at(url),
                                 "delivery": {"concurrency": threads}},
