@@ -130,14 +130,18 @@ def emulator(workdir: Path, *, latency: float, name: str = "emulator") -> Servic
                    stop_timeout=3.0 if latency >= 3600 else 30.0)
 
 
-def reference(kind: str, workdir: Path, *, livedesk: Service | None = None) -> Service:
+def reference(kind: str, workdir: Path, *, livedesk: Service | None = None,
+              concurrency: int | None = None) -> Service:
     """A reference server of ``benchmarks.servers``: ``bare`` (reads the form), ``seed``
     (three inline calls), ``floor-ingest`` (bare plus a SQLite outbox in ``workdir``) or
-    ``floor-delivery`` (answers, then one call per message in the background)."""
+    ``floor-delivery`` (answers, then one call per message in the background,
+    ``concurrency`` at a time)."""
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.servers", kind, "--port", str(port)]
     if livedesk is not None:
         argv += ["--livedesk", livedesk.url]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
     if kind == "floor-ingest":
         argv += ["--store", str(workdir / f"{kind}.db")]
     return Service(kind, argv, port, "/healthz", workdir)

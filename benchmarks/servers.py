@@ -11,11 +11,11 @@
         A floor for ingest: the bare handler plus livebridge's ``SQLiteStore.enqueue`` of the
         body (group commit, synchronous=full) before the answer. No validation, no model, no
         metrics: strictly less than any durable accept does.
-    python -m benchmarks.servers floor-delivery --port P --livedesk URL
+    python -m benchmarks.servers floor-delivery --port P --livedesk URL [--concurrency N]
         A floor for delivery: answers at once, then makes the one Livedesk call per message
-        in the background (``FLOOR_CONCURRENCY`` at a time), contact and conversation created
-        once per email and kept in a dict. No store, no validation: strictly less than any
-        bridge does, and nothing survives a crash.
+        in the background (N at a time, default 64), contact and conversation created once
+        per email and kept in a dict. No store, no validation: strictly less than any bridge
+        does, and nothing survives a crash.
     python -m benchmarks.servers emulator --port P --latency S
         ``livebridge emulator`` (the same ``Emulator`` and ``Faults(latency=S)``) plus a cheap
         ``GET /_emulator/stats`` with counts, since ``/_emulator/state`` serialises everything.
@@ -43,7 +43,7 @@ from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.logs import configure_logging
 from livebridge.store.sqlite import SQLiteStore
 
-__all__ = ["API_KEY", "API_SECRET", "FLOOR_CONCURRENCY", "INBOX_ID", "SLACK_BOT_TOKEN",
+__all__ = ["API_KEY", "API_SECRET", "INBOX_ID", "SLACK_BOT_TOKEN",
            "bare_app", "emulator_app", "floor_delivery_app", "floor_ingest_app", "seed_app",
            "slack_app"]
 
@@ -51,9 +51,6 @@ API_KEY, API_SECRET, INBOX_ID = "emulator", "emulator", 1
 SLACK_BOT_TOKEN = "xoxb-bench"
 FORM_PATH = "/form"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: Livedesk calls the delivery floor makes at once (``benchmarks.run``'s default
-#: ``delivery.concurrency`` for the daemon).
-FLOOR_CONCURRENCY = 64
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -127,17 +124,21 @@ def floor_ingest_app(store_path: str) -> web.Application:
     return app
 
 
-def floor_delivery_app(livedesk_url: str, concurrency: int = FLOOR_CONCURRENCY
-                       ) -> web.Application:
+def floor_delivery_app(livedesk_url: str, concurrency: int) -> web.Application:
     """Answers at once; one Livedesk call per message in the background, ids in a dict."""
     conversations: dict[str, int] = {}
     locks: dict[str, asyncio.Lock] = {}
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
 
+    def finished(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            print(f"floor-delivery: a message was lost: {task.exception()!r}", file=sys.stderr)
+
     async def deliver(client: LivedeskClient, form: dict[str, str]) -> None:
         email = form["email"]
-        async with slots, locks.setdefault(email, asyncio.Lock()):
+        async with locks.setdefault(email, asyncio.Lock()), slots:
             conversation = conversations.get(email)
             if conversation is None:
                 contact = await client.create_contact(INBOX_ID, name=form["name"], email=email)
@@ -149,7 +150,7 @@ def floor_delivery_app(livedesk_url: str, concurrency: int = FLOOR_CONCURRENCY
         form = await request.json()
         task = asyncio.create_task(deliver(request.app[CLIENT], form))
         tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task.add_done_callback(finished)
         return web.json_response({"ok": True, "status": "accepted"})
 
     return _with_client(_form_app(submit), livedesk_url)
@@ -191,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--livedesk", help="the emulator's base URL (seed, floor-delivery)")
     parser.add_argument("--store", help="the SQLite file (floor-ingest)")
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="Livedesk calls at once (floor-delivery)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per call (emulator)")
     parser.add_argument("--users", type=int, default=1000, help="users it knows (slack)")
     args = parser.parse_args(argv)
@@ -206,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.kind == "floor-ingest":
         app = floor_ingest_app(args.store)
     elif args.kind == "floor-delivery":
-        app = floor_delivery_app(args.livedesk)
+        app = floor_delivery_app(args.livedesk, args.concurrency)
     elif args.kind == "slack":
         app = slack_app(args.users)
     else:
