@@ -329,45 +329,36 @@ async def ingest(b: Bench) -> Report:
     )
 
 
-async def _delivery_warm(b: Bench, side: str, customers: int, messages: int, latency: float,
+async def _delivery_side(b: Bench, side: str, customers: int, messages: int, latency: float,
                          round_no: int) -> dict[str, Any]:
-    """Pre-warm ``customers`` threads through ``side`` (``bridge``: the daemon; ``floor``:
-    the floor-delivery server), then time ``messages`` more until all are delivered."""
+    """One side, one round, on a fresh emulator: ``bridge`` (the daemon) and ``floor`` (the
+    floor-delivery server) pre-warm ``customers`` threads first; ``seed`` (the inline recipe,
+    nothing remembered) gives every post its own email, as the emulator refuses a reused one.
+    Then ``messages`` posts are timed until all are in the emulator."""
     emu = await b.start(emulator(b.workdir, latency=latency, name=f"emulator-{side}{round_no}"))
     if side == "bridge":
-        server = await b.start(daemon(b.workdir, desk=emu, name=f"daemon-delivery{round_no}",
-                                      delivery={"concurrency": b.options.concurrency}))
+        server = daemon(b.workdir, desk=emu, name=f"daemon-delivery{round_no}",
+                        delivery={"concurrency": b.options.concurrency})
+    elif side == "floor":
+        server = reference("floor-delivery", b.workdir, livedesk=emu,
+                           concurrency=b.options.concurrency)
     else:
-        server = await b.start(reference("floor-delivery", b.workdir, livedesk=emu,
-                                         concurrency=b.options.concurrency))
-    url = server.url + "/form"
-    before = await b.prewarm(url, emu, customers)
+        server = reference("seed", b.workdir, livedesk=emu)
+    url = (await b.start(server)).url + "/form"
+    if side == "seed":
+        await b.quiet()
+        before = {"calls": 0, "messages": 0}
+    else:
+        before = await b.prewarm(url, emu, customers)
     timed = asyncio.create_task(run_loadgen(url, watch=list(b.running), connections=CONNECTIONS,
                                             total=messages, customers=customers,
-                                            seq_start=customers))
-    done_at = await b.until_messages(emu, customers + messages)
+                                            seq_start=customers, unique_emails=side == "seed"))
+    done_at = await b.until_messages(emu, before["messages"] + messages)
     run = await timed
     after = await b.stats(emu)
     await b.stop(server)
     await b.stop(emu)
     return _delivery_outcome(run, done_at, messages, before, after)
-
-
-async def _delivery_seed(b: Bench, customers: int, messages: int, latency: float,
-                         round_no: int) -> dict[str, Any]:
-    """The same load against the seed recipe done inline, on a fresh emulator."""
-    emu = await b.start(emulator(b.workdir, latency=latency, name=f"emulator-seed{round_no}"))
-    seed = await b.start(reference("seed", b.workdir, livedesk=emu))
-    await b.quiet()
-    timed = asyncio.create_task(run_loadgen(
-        seed.url + "/form", watch=list(b.running), connections=CONNECTIONS, total=messages,
-        customers=customers, seq_start=customers, unique_emails=True))
-    done_at = await b.until_messages(emu, messages)
-    run = await timed
-    after = await b.stats(emu)
-    await b.stop(seed)
-    await b.stop(emu)
-    return _delivery_outcome(run, done_at, messages, {"calls": 0}, after)
 
 
 @scenario("delivery")
@@ -384,8 +375,7 @@ async def delivery(b: Bench) -> Report:
         for side, label in labels.items():
             log(f"delivery round {i + 1}/{rounds}: {label}")
             results[side].append(
-                await _delivery_seed(b, customers, messages, latency, i) if side == "seed"
-                else await _delivery_warm(b, side, customers, messages, latency, i))
+                await _delivery_side(b, side, customers, messages, latency, i))
 
     def median(side: str) -> dict[str, Any]:
         ordered = sorted(results[side], key=lambda x: x["rate"])

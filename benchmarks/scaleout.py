@@ -149,15 +149,16 @@ async def _deliver(b: Bench, side: _Side, tag: str, customers: int, messages: in
     if side.redis:
         await _forget(prefix)
     outcome = _delivery_outcome(run, done_at, messages, before, after)
+    daemons = sum(v for k, v in cpu.items() if k.startswith("daemon-"))
+    seconds: float = outcome["seconds"]
 
     def percent(seconds_used: float) -> float:
-        return 100 * seconds_used / outcome["seconds"]
+        return 100 * seconds_used / seconds
 
     return {**outcome,
-            "daemon_ms_per_message": 1000 * sum(v for k, v in cpu.items()
-                                                if k.startswith("daemon-")) / messages,
+            "daemon_ms_per_message": 1000 * daemons / messages,
             "cpu_percent": {
-                "daemons": percent(sum(v for k, v in cpu.items() if k.startswith("daemon-"))),
+                "daemons": percent(daemons),
                 "emulator": percent(cpu[emu.name]),
                 "redis": percent(cpu["redis"]) if "redis" in cpu else None,
                 "loadgen": percent(run.result.cpu_seconds),
