@@ -85,7 +85,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     """Run the Livedesk emulator on its own."""
     configure_logging()
     faults = Faults(latency=args.latency, error_rate=args.error_rate,
-                    rate_limit_rate=args.rate_limit_rate)
+                    rate_limit=args.rate_limit, rate_limit_rate=args.rate_limit_rate,
+                    retry_after=args.retry_after)
     emulator = Emulator(api_key=args.api_key, api_secret=args.api_secret,
                         inbox_id=args.inbox_id, faults=faults, webhook_url=args.webhook_url,
                         webhook_secret=args.webhook_secret)
@@ -195,7 +196,11 @@ def _parser() -> argparse.ArgumentParser:
     emu.add_argument("--inbox-id", type=int, default=1)
     emu.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
     emu.add_argument("--error-rate", type=float, default=0.0, help="share of 5xx answers")
+    emu.add_argument("--rate-limit", type=float, default=0.0,
+                     help="calls a second allowed (token bucket); beyond it 429 (0: no limit)")
     emu.add_argument("--rate-limit-rate", type=float, default=0.0, help="share of 429 answers")
+    emu.add_argument("--retry-after", type=float, default=1.0,
+                     help="the Retry-After of a 429, in seconds")
     emu.add_argument("--webhook-url")
     emu.add_argument("--webhook-secret")
     emu.set_defaults(func=cmd_emulator)

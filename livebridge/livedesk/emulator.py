@@ -85,10 +85,17 @@ _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-da
 
 @dataclass
 class Faults:
-    """Failures injected into every ``/api/`` call: outage, latency, 429, then 5xx."""
+    """Failures injected into every ``/api/`` call: outage, latency, 429, then 5xx.
+
+    ``rate_limit`` is a token bucket like a SaaS API's: at most that many calls a second
+    (``rate_limit_burst`` at once, default one second's worth); beyond it, ``429`` with
+    ``Retry-After: retry_after``. ``rate_limit_rate`` instead answers 429 at random.
+    """
 
     latency: float = 0.0
     error_rate: float = 0.0
+    rate_limit: float = 0.0
+    rate_limit_burst: float = 0.0
     rate_limit_rate: float = 0.0
     retry_after: float = 1.0
     outage_until: float = 0.0
@@ -125,6 +132,26 @@ def _not_found() -> EmulatorError:
 
 def _invalid(message: str, attribute: str) -> EmulatorError:
     return EmulatorError(422, {"message": message, "attributes": [attribute]})
+
+
+class _Bucket:
+    """The token bucket behind ``Faults.rate_limit``."""
+
+    def __init__(self) -> None:
+        self.tokens = -1.0  # full on first use
+        self.stamp = 0.0
+
+    def take(self, rate: float, burst: float, now: float) -> bool:
+        """Take one token if there is one (refilled at ``rate`` a second, up to ``burst``)."""
+        if self.tokens < 0:
+            self.tokens = burst
+        else:
+            self.tokens = min(burst, self.tokens + (now - self.stamp) * rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class EmulatorState:
@@ -416,6 +443,7 @@ class Emulator:
         self._initial_faults = dataclasses.replace(self.faults)
         self._rng_faults: Faults | None = None
         self._rng = random.Random()
+        self._bucket = _Bucket()
         self._session: aiohttp.ClientSession | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._running_apps = 0
@@ -475,7 +503,9 @@ class Emulator:
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
         rng = self._random()
-        if faults.rate_limit_rate > 0 and rng.random() < faults.rate_limit_rate:
+        limited = faults.rate_limit > 0 and not self._bucket.take(
+            faults.rate_limit, faults.rate_limit_burst or faults.rate_limit, time.monotonic())
+        if limited or (faults.rate_limit_rate > 0 and rng.random() < faults.rate_limit_rate):
             retry = str(math.ceil(faults.retry_after))
             return _error_response(429, "Too Many Requests", {"Retry-After": retry})
         if faults.error_rate > 0 and rng.random() < faults.error_rate:

@@ -447,6 +447,21 @@ async def test_rate_limit_answers_429_with_retry_after(client: Client, emulator:
     assert emulator.state.calls[-1].status == 429
 
 
+async def test_token_bucket_rate_limit(client: Client, emulator: Emulator) -> None:
+    # 5 calls a second, a burst of 3: three calls pass at once, the fourth gets a 429.
+    response = await client.post("/_emulator/faults", json={
+        "rate_limit": 5, "rate_limit_burst": 3, "retry_after": 1})
+    assert response.status == 200
+    statuses = [(await client.get(CONTACTS, headers=AUTH)).status for _ in range(4)]
+    assert statuses[:3] == [200, 200, 200]
+    assert statuses[3] == 429
+    limited = await client.get(CONTACTS, headers=AUTH)
+    if limited.status == 429:  # the bucket may have refilled one token in between
+        assert limited.headers["Retry-After"] == "1"
+    emulator.faults = Faults()
+    assert (await client.get(CONTACTS, headers=AUTH)).status == 200
+
+
 async def test_outage_window_via_admin_endpoint(client: Client, emulator: Emulator) -> None:
     response = await client.post("/_emulator/faults", json={"outage_seconds": 60})
     assert response.status == 200
