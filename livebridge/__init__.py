@@ -12,7 +12,7 @@ from livebridge.exceptions import (
     Retryable,
     StoreUnavailable,
 )
-from livebridge.forms import BodyError, FormPart, read_body, read_multipart
+from livebridge.forms import BodyError, FormPart, read_body, read_multipart, text_codec
 from livebridge.hookspecs import hookimpl
 from livebridge.model import Attachment, InboundMessage, OutboundReply, Sender
 from livebridge.source import AcceptResult, Bridge, PluginState, Source, SourceSettings
@@ -39,5 +39,6 @@ __all__ = [
     "hookimpl",
     "read_body",
     "read_multipart",
+    "text_codec",
 ]
 __version__ = "0.1.0"

@@ -39,6 +39,7 @@ from livebridge import (
     StoreUnavailable,
     read_body,
     read_multipart,
+    text_codec,
 )
 from livebridge_form.page import STYLE_HASH, error_page, form_page, thanks_page
 from livebridge_form.ratelimit import SlidingWindowLimiter, client_key
@@ -116,11 +117,13 @@ def _text(value: str) -> str:
 
 
 def _decode(data: bytes, charset: str) -> str:
-    """``data`` decoded with the charset its sender named (a 400 if unknown or wrong)."""
+    """``data`` decoded with the charset its sender named (a 400 if not a known text charset,
+    or if the data is not valid in it)."""
+    codec = text_codec(charset)
+    if codec is None:  # unknown, not a text encoding ("base64"), or not linear ("punycode")
+        raise _Refused(400, "unknown charset")
     try:
-        return data.decode(charset)
-    except LookupError:  # unknown, or not a text encoding ("base64")
-        raise _Refused(400, "unknown charset") from None
+        return data.decode(codec)
     except ValueError:  # UnicodeDecodeError, and the codecs' own UnicodeErrors
         raise _Refused(400, _invalid_in(charset)) from None
 
