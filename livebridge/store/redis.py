@@ -41,7 +41,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from livebridge.exceptions import LivebridgeError, StoreUnavailable
@@ -54,8 +60,7 @@ log = structlog.get_logger("livebridge.store")
 DEFAULT_PREFIX = "livebridge:"
 
 #: Error replies that mean "Redis cannot take this now" rather than "this command is wrong".
-_UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "NOREPLICAS",
-                        "BUSY", "CLUSTERDOWN", "TRYAGAIN")
+_UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "BUSY", "CLUSTERDOWN")
 
 _LIB = """
 local P = ARGV[1]
@@ -285,6 +290,8 @@ def _unavailable() -> Iterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+    except (ReadOnlyError, OutOfMemoryError, TryAgainError) as exc:  # codes dropped by redis-py
+        raise StoreUnavailable(f"Redis cannot take the command: {exc}") from exc
     except ResponseError as exc:
         if str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
             raise StoreUnavailable(f"Redis cannot take the command: {exc}") from exc
@@ -315,8 +322,8 @@ class RedisStore(Store):
     #: How long a lock outlives a holder that stopped renewing it (a dead daemon).
     lock_ttl = 15.0
 
-    #: How long ``ping``'s health record lives (ms).
-    health_ttl = 10_000
+    #: How long ``ping``'s health record lives (s).
+    health_ttl = 10.0
 
     def __init__(self, url: str, *, max_connections: int = 64, socket_timeout: float = 5.0,
                  connect_timeout: float = 2.0) -> None:
@@ -370,7 +377,8 @@ class RedisStore(Store):
         """Raise ``StoreUnavailable`` unless Redis takes a write (a replica, ``MISCONF``,
         ``OOM`` or too few replicas refuse it)."""
         with _unavailable():
-            await self._client().set(self.prefix + "health", self._owner, px=self.health_ttl)
+            await self._client().set(self.prefix + "health", self._owner,
+                                     px=_ms(self.health_ttl))
 
     def _client(self) -> aioredis.Redis:
         if self._redis is None:
