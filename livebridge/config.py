@@ -110,8 +110,9 @@ class StoreConfig(_Section):
     url: str = "sqlite:///var/livebridge.db"
     dedupe_window: Duration = 7 * 86400
     sqlite_synchronous: Literal["full", "normal"] = "full"
-    #: Redis connections per daemon; unset: ``delivery.concurrency`` + ``STORE_HEADROOM``.
-    max_connections: int | None = Field(default=None, ge=2, le=10_000)
+    #: Redis connections per daemon; unless set, ``Config`` makes it ``delivery.concurrency``
+    #: + ``_STORE_HEADROOM`` (64 for the default concurrency).
+    max_connections: int = Field(default=64, ge=2, le=10_000)
 
     @model_validator(mode="after")
     def _known_scheme(self) -> StoreConfig:
@@ -158,7 +159,7 @@ class LoggingConfig(_Section):
 
 
 #: Redis connections beyond one per delivery: accepting requests, claims, the work listener.
-STORE_HEADROOM = 32
+_STORE_HEADROOM = 32
 
 
 class Config(_Section):
@@ -177,8 +178,8 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _size_store_pool(self) -> Config:
-        if self.store.max_connections is None:
-            self.store.max_connections = self.delivery.concurrency + STORE_HEADROOM
+        if "max_connections" not in self.store.model_fields_set:
+            self.store.max_connections = self.delivery.concurrency + _STORE_HEADROOM
         return self
 
     def secrets(self) -> list[str]:

@@ -217,6 +217,7 @@ def test_redis_pool_is_sized_from_the_delivery_concurrency() -> None:
     assert config.store.max_connections == 132
     config = parse_config({"store": {"max_connections": 10}}, TYPES, env={})
     assert config.store.max_connections == 10
+    assert parse_config({}, TYPES, env={}).store.max_connections == 64
 
 
 def test_relative_sqlite_path_is_beside_the_config(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ async def test_a_burst_of_form_posts_is_taken_whole(
         "sources": [{"type": "form", "rate_limit": 10_000}],
     })
     pool = bridge.daemon.config.store.max_connections
-    assert pool is not None and pool < posts
+    assert pool < posts
 
     async def post(session: aiohttp.ClientSession, i: int) -> int:
         async with session.post(bridge.url("/form"), headers={"Accept": "application/json"},
