@@ -150,14 +150,27 @@ def _close(frame: _Frame, style: TextStyle) -> str:
         marker = f"{frame.token.info}{frame.token.markup} " if frame.token.info else style.bullet
         first, *rest = body.split("\n")
         indent = " " * len(marker)
-        return "\n".join([marker + first, *(indent + line if line else "" for line in rest)])
+        return "\n".join([(marker + first).rstrip(" "),
+                          *(indent + line if line else "" for line in rest)])
     return body
 
 
+def _tokens(md: str) -> list[Token] | None:
+    """The parser's tokens for ``md``; None when ``md`` nests deeper than the parser follows
+    (``maxNesting``: past it, the parser drops the rest of the text)."""
+    tokens = _MD.parse(md)
+    limit = _MD.options.maxNesting - 1
+    return None if any(token.level >= limit for token in tokens) else tokens
+
+
 def render(md: str, style: TextStyle) -> str:
-    """``md`` in the format of ``style``: one pass over the parser's tokens."""
+    """``md`` in the format of ``style``: one pass over the parser's tokens (nested too deep
+    to parse: as literal text)."""
+    tokens = _tokens(md)
+    if tokens is None:
+        return style.escape(md).strip("\n")
     frames = [_Frame(None)]
-    for token in _MD.parse(md):
+    for token in tokens:
         if token.nesting == 1:
             if token.type == "paragraph_open" and token.hidden and len(frames) > 1:
                 frames[-1].tight = True  # a tight list's item, and so its list
@@ -193,5 +206,9 @@ def markdown_to_text(md: str) -> str:
 
 def markdown_to_html(md: str) -> str:
     """Safe HTML (e.g. a mail's text/html part): raw HTML in ``md`` escaped, links only
-    http(s) and mailto, images as links, line breaks kept."""
-    return str(_MD.render(md))
+    http(s) and mailto, images as links, line breaks kept (nested too deep to parse: as
+    literal text)."""
+    tokens = _tokens(md)
+    if tokens is None:
+        return "<p>" + escapeHtml(md.strip("\n")).replace("\n", "<br />\n") + "</p>\n"
+    return str(_MD.renderer.render(tokens, _MD.options, {}))
