@@ -40,7 +40,7 @@ class UserDirectory:
     LRU cache with a TTL.
 
     A miss is looked up with a short timeout; on any failure the sender is the bare user id
-    and ``on_fallback(user, why)`` is called (a mention keeps its id). After a rate limit, a
+    and ``on_fallback(user, why)`` is called (a mention just keeps its id). After a rate limit, a
     timeout or a server error, lookups pause (for ``Retry-After`` or ``LOOKUP_PAUSE``
     seconds) so that a Slack in trouble does not slow every request down.
     """
@@ -75,11 +75,10 @@ class UserDirectory:
         return {i: name for i, name in zip(wanted, found, strict=True) if name}
 
     async def _name(self, team: str, ref: str) -> str | None:
-        if _LOOKUPS[ref[0]][1] == "user":
-            sender = await self.sender(team, ref)
-            return sender.name if sender.name != ref else None
         found, _ = await self._object(team, ref)
-        name = found.get("name") if found is not None else None
+        if found is None:
+            return None
+        name = sender_of(ref, found).name if _LOOKUPS[ref[0]][1] == "user" else found.get("name")
         return name if isinstance(name, str) and name else None
 
     async def _object(self, team: str, ref: str) -> tuple[Mapping[str, Any] | None, str]:

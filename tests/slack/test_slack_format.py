@@ -101,10 +101,14 @@ async def test_names_are_looked_up_once_and_failures_left_out(server: TestServer
     assert await users.names("T1", wanted) == NAMES
     assert await users.names("T1", {"W222", "C0RANDOM"}) == NAMES  # cached
     assert sorted(m for m, _ in slack.calls) == ["conversations.info"] * 2 + ["users.info"] * 2
-    assert fallbacks == [("U0GONE", "user_not_found")]
+    assert fallbacks == []  # the sender fallback is not for mentions
     many = {f"U{i:04d}" for i in range(MAX_NAME_LOOKUPS + 5)}
     await users.names("T1", many)
     assert len(slack.calls) == 4 + MAX_NAME_LOOKUPS
+    slack.fail_users_info = True  # rate limited: left out, and lookups pause
+    assert await users.names("T1", {"W333", "W444"}) == {}
+    assert await users.names("T1", {"W555", "C0RANDOM"}) == {"C0RANDOM": "random"}
+    assert len(slack.calls) == 4 + MAX_NAME_LOOKUPS + 2
 
 
 async def post(bridge: BridgeHarness, payload: dict[str, Any]) -> None:
