@@ -134,7 +134,7 @@ def _leaf(token: Token, style: TextStyle) -> str:
     if token.type == "code_inline":
         return style.code(token.content)
     if token.type == "image":
-        return style.link(style.escape(token.content), str(token.attrGet("src") or ""))
+        return style.link(_inline(token.children or [], style), str(token.attrGet("src") or ""))
     return style.escape(token.content)
 
 

@@ -15,7 +15,7 @@ TEXT = [
     ("autolink", "see <https://x.test/a>", "see https://x.test/a"),
     ("mail autolink", "write <a@b.test>", "write a@b.test"),
     ("mailto link", "[Mail us](mailto:a@b.test)", "Mail us (a@b.test)"),
-    ("image", "![logo](https://x.test/l.png)", "logo (https://x.test/l.png)"),
+    ("image", "![the *logo*](https://x.test/l.png)", "the logo (https://x.test/l.png)"),
     ("unsafe link stays text", "[x](javascript:alert(1))", "[x](javascript:alert(1))"),
     ("bullets", "* one\n* two\n  * deep", "- one\n- two\n  - deep"),
     ("numbered from 3", "3. x\n4. y", "3. x\n4. y"),
