@@ -371,10 +371,11 @@ class SlackSource(Source):
             return AcceptResult.DUPLICATE, None
         if await self.bridge.state(self).get(_posted_key(event["channel"], event["ts"])):
             return AcceptResult.DROPPED, "own post"
-        sender = await self._users.sender(str(event.get("user_team") or team), event["user"])
         raw = str(event.get("text") or "")
-        text = mrkdwn_to_text(raw, await self._users.names(team, mrkdwn_refs(raw)))
-        message = self._message(event_id, team, event, sender, text)
+        sender, names = await asyncio.gather(  # at once: each lookup has its own timeout
+            self._users.sender(str(event.get("user_team") or team), event["user"]),
+            self._users.names(team, mrkdwn_refs(raw)))
+        message = self._message(event_id, team, event, sender, mrkdwn_to_text(raw, names))
         return await self.bridge.accept(message, self), None
 
     def _learn_bot_users(self, payload: Mapping[str, Any]) -> None:
