@@ -14,6 +14,7 @@ from livebridge.exceptions import (
 )
 from livebridge.forms import BodyError, FormPart, read_body, read_multipart, text_codec
 from livebridge.hookspecs import hookimpl
+from livebridge.markup import TextStyle, markdown_to_html, markdown_to_text, render
 from livebridge.model import Attachment, InboundMessage, OutboundReply, Sender
 from livebridge.source import AcceptResult, Bridge, PluginState, Source, SourceSettings
 
@@ -36,9 +37,13 @@ __all__ = [
     "Source",
     "SourceSettings",
     "StoreUnavailable",
+    "TextStyle",
     "hookimpl",
+    "markdown_to_html",
+    "markdown_to_text",
     "read_body",
     "read_multipart",
+    "render",
     "text_codec",
 ]
 __version__ = "0.1.0"
