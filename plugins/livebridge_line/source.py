@@ -143,7 +143,7 @@ class LineSource(Source):
         if not equal(signature, expected):
             return self.reject(request, 401, "bad signature")
         try:
-            payload = json.loads(body)
+            payload = json.loads(body.decode("utf-8"))  # LINE sends UTF-8 only
         except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             return self.reject(request, 400, "malformed JSON")
         if not isinstance(payload, dict) or not storable(payload):
