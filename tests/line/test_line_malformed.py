@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from line_helpers import PATH, body_of, delivered, event, image, post, sign, text
+from line_helpers import PATH, body_of, delivered, event, image, post, text
 
 Start = Any
 
