@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from livebridge import (
     AcceptResult,
@@ -80,10 +80,10 @@ class LineSettings(SourceSettings):
 
     @field_validator("channel_secret", "channel_access_token")
     @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
+    def _not_empty(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         if not value.get_secret_value():
-            raise ValueError("must not be empty (e.g. ${LINE_CHANNEL_SECRET}, "
-                             "${LINE_CHANNEL_ACCESS_TOKEN})")
+            name = str(info.field_name)
+            raise ValueError(f"must not be empty (e.g. {name}: ${{LINE_{name.upper()}}})")
         return value
 
 

@@ -202,3 +202,13 @@ async def test_the_verify_request_and_a_configurable_path(start: Start) -> None:
     body = b'{"destination":"Ub1f2d1e5f6e7a8b9c0d1e2f3a4b5c6d7","events":[]}'
     assert await post(bridge, body, path="/hooks/line") == (200, {"ok": True, "results": []})
     assert (await bridge.client.post(PATH, data=body, headers=sign(body))).status == 404
+
+
+async def test_a_quoted_message_is_the_livedesk_reply_to_it(start: Start) -> None:
+    bridge = await start()
+    await post(bridge, body_of(text("My order is late", "468789577898262530", "01Q1")))
+    quoting = text("Any news?", "468789577898262531", "01Q2")
+    quoting["message"]["quotedMessageId"] = "468789577898262530"
+    await post(bridge, body_of(quoting))
+    first, second = await delivered(bridge, 2)
+    assert second["content_attributes"] == {"in_reply_to": first["id"]}
