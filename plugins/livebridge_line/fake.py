@@ -42,6 +42,8 @@ class FakeLine:
         self.calls: list[tuple[str, str]] = []
         #: Answer pushes with this status (429: ``Retry-After: 7``).
         self.fail_push: int | None = None
+        #: Answer profile lookups with this status.
+        self.fail_profile: int | None = None
         self._retry_keys: dict[str, str] = {}
 
     def add_profile(self, user: str, name: str, *, chat: str = "",
@@ -114,6 +116,8 @@ class FakeLine:
             headers={"x-line-request-id": request_id})
 
     async def _profile(self, request: web.Request) -> web.Response:
+        if self.fail_profile:
+            return _error(self.fail_profile, "fake failure")
         key = (request.match_info.get("chat", ""), request.match_info["user"])
         profile = self.profiles.get(key)
         return web.json_response(profile) if profile else _error(404, "Not found")

@@ -249,7 +249,7 @@ class LineSource(Source):
                                                  timeout=self.settings.profile_timeout)
             except LineApiError as exc:
                 self.log.warning("line profile unavailable", user=user, error=str(exc))
-                if exc.transient:  # try again next time
+                if exc.status != 404:  # try again next time
                     return Sender(external_id=user)
                 profile = Profile(None, None)  # not a friend, left the group: no profile
             await state.set(key, json.dumps({"name": profile.name, "picture": profile.picture}),

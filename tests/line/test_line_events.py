@@ -128,10 +128,13 @@ async def test_the_profile_is_cached(start: Start, line: FakeLine) -> None:
 async def test_without_a_profile_the_user_id_stands_in(start: Start, line: FakeLine) -> None:
     bridge = await start()  # no profile: the user has not added the account as a friend
     await post(bridge, body_of(text("hi", "1", "01N1", src=source(USER, group=GROUP))))
-    [msg] = await delivered(bridge, 1)
-    assert msg["content"] == f"{USER}: hi"
+    await post(bridge, body_of(text("again", "2", "01N2", src=source(USER, group=GROUP))))
+    assert [m["content"] for m in await delivered(bridge, 2)] == [f"{USER}: hi",
+                                                                  f"{USER}: again"]
     [contact] = bridge.emulator.state.contacts.values()
     assert contact["name"] == USER
+    # LINE's 404 (no profile) is remembered like a profile.
+    assert line.calls.count(("GET", f"/v2/bot/group/{GROUP}/member/{USER}")) == 1
 
 
 async def test_sticker_and_location_as_readable_lines(start: Start) -> None:
@@ -212,3 +215,15 @@ async def test_a_quoted_message_is_the_livedesk_reply_to_it(start: Start) -> Non
     await post(bridge, body_of(quoting))
     first, second = await delivered(bridge, 2)
     assert second["content_attributes"] == {"in_reply_to": first["id"]}
+
+
+async def test_a_failed_profile_lookup_is_not_remembered(start: Start, line: FakeLine) -> None:
+    line.add_profile(USER, "LINE taro")
+    line.fail_profile = 500
+    bridge = await start()
+    await post(bridge, body_of(text("one", "1", "01P1", src=source(USER, group=GROUP))))
+    line.fail_profile = None
+    line.add_profile(USER, "LINE taro", chat=GROUP)
+    await post(bridge, body_of(text("two", "2", "01P2", src=source(USER, group=GROUP))))
+    assert [m["content"] for m in await delivered(bridge, 2)] == [
+        f"{USER}: one", "LINE taro: two"]
