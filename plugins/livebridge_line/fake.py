@@ -42,6 +42,8 @@ class FakeLine:
         self.calls: list[tuple[str, str]] = []
         #: Answer pushes with this status (429: ``Retry-After: 7``).
         self.fail_push: int | None = None
+        #: Send content chunked, without ``Content-Length`` (as a streaming server may).
+        self.chunked_content = False
         #: Answer profile lookups with this status.
         self.fail_profile: int | None = None
         self._retry_keys: dict[str, str] = {}
@@ -122,11 +124,19 @@ class FakeLine:
         profile = self.profiles.get(key)
         return web.json_response(profile) if profile else _error(404, "Not found")
 
-    async def _content(self, request: web.Request) -> web.Response:
+    async def _content(self, request: web.Request) -> web.StreamResponse:
         found = self.contents.get(request.match_info["id"])
         if found is None:
             return _error(404, "Not found")
-        return web.Response(body=found[0], content_type=found[1])
+        if not self.chunked_content:
+            return web.Response(body=found[0], content_type=found[1])
+        response = web.StreamResponse(headers={"Content-Type": found[1]})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(found[0]), 1000):
+            await response.write(found[0][start:start + 1000])
+        await response.write_eof()
+        return response
 
 
 def _push_problem(body: Any) -> tuple[str, str] | None:

@@ -59,6 +59,9 @@ COUNTED_TYPES = frozenset({"message", "follow", "unfollow", "join", "leave", "me
 #: Namespace of the ``X-Line-Retry-Key`` UUIDs derived from Livedesk message ids.
 RETRY_KEY_NAMESPACE = uuid.UUID("0b5c2f1e-5e0a-4c47-9a51-6c1f1f6e3a10")
 
+#: File extensions ``mimetypes`` does not know (LINE's audio is M4A).
+_EXTENSIONS = {"audio/m4a": ".m4a", "audio/x-m4a": ".m4a"}
+
 _EVENTS: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
 
 
@@ -228,7 +231,8 @@ class LineSource(Source):
             return Attachment(name=name, content_type=FILE_TYPES[kind],
                               size=message.get("fileSize"))
         if "fileName" not in message:
-            name += mimetypes.guess_extension(content.content_type) or ""
+            mime = content.content_type
+            name += _EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ""
         if content.data is None:
             self.log.warning("line content over max_file_bytes", message_id=message_id,
                              size=content.size)

@@ -227,3 +227,19 @@ async def test_a_failed_profile_lookup_is_not_remembered(start: Start, line: Fak
     await post(bridge, body_of(text("two", "2", "01P2", src=source(USER, group=GROUP))))
     assert [m["content"] for m in await delivered(bridge, 2)] == [
         f"{USER}: one", "LINE taro: two"]
+
+
+async def test_a_streamed_file_is_read_up_to_the_cap_only(start: Start, line: FakeLine) -> None:
+    line.chunked_content = True
+    line.add_content("5001", b"y" * 300_000, "video/mp4")
+    line.add_content("5002", b"z" * 1000, "audio/m4a")
+    bridge = await start(max_file_bytes=100_000)
+    video = event("message", "01V1", message={"id": "5001", "type": "video", "duration": 60000,
+                                              "contentProvider": {"type": "line"}})
+    audio = event("message", "01V2", message={"id": "5002", "type": "audio", "duration": 1000,
+                                              "contentProvider": {"type": "line"}})
+    await post(bridge, body_of(video, audio))
+    over, within = await delivered(bridge, 2)
+    assert over["content"] == "[attachment] video-5001.mp4 (video/mp4): (file not forwarded)"
+    assert [a["name"] for a in within["attachments"]] == ["audio-5002.m4a"]
+    assert bridge.emulator.state.attachments == [b"z" * 1000]
