@@ -1137,7 +1137,7 @@ class Emulator:
             summary=html.escape(summary),
             sections="\n".join(self._conversation_html(c) for c in shown)
             or "<p>No conversations yet.</p>",
-            contacts="\n".join(_contact_html(c) for c in contacts),
+            contacts="\n".join(_contact_html(c) for c in contacts) or "<li>No contacts yet.</li>",
             script=_SCRIPT,
         )
         return web.Response(text=page, content_type="text/html")
