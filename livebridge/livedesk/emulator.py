@@ -354,9 +354,10 @@ class EmulatorState:
         fields = {key: _deep_merge(mergee[key], base[key]) if key in _ATTRIBUTE_FIELDS
                   else base[key] or mergee[key] for key in _MERGED_FIELDS}
         self.update_contact(base, fields)
+        for conversation in self.conversations_of(base["id"]):
+            self.refresh_copies(conversation)
         sender = {**_sender_view(base), "type": "contact"}
         for conversation in moved:
-            self.refresh_copies(conversation)
             for message in self._conversation_messages[conversation["id"]]:
                 if message["sender"].get("type") == "contact":
                     message["sender"] = dict(sender)

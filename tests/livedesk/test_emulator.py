@@ -399,6 +399,7 @@ async def test_merge_moves_the_mergees_conversations_to_the_base_contact(
     assert await get(client, f"{CONTACTS}/{mergee['id']}", status=404) == NOT_FOUND
     listed = await get(client, f"{CONTACTS}/{base['id']}/conversations")
     assert [c["id"] for c in listed["payload"]] == [moved["id"], own["id"]]
+    assert {c["meta"]["sender"]["email"] for c in listed["payload"]} == {"ann@example.com"}
     fetched = await get(client, f"{CONVERSATIONS}/{moved['id']}")
     assert fetched["meta"]["sender"]["id"] == base["id"]
     assert fetched["account_info"]["contact_name"] == "Ann Lee"
