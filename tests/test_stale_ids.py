@@ -4,16 +4,20 @@ emulator's API over HTTP, with its credentials (or through the page's admin endp
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+from pytest_aiohttp import AiohttpServer
+from store.redis_server import delete_prefix, redis_answers
 
 from livebridge.app import EMULATOR_CREDENTIALS
-from livebridge.livedesk.emulator import Faults
+from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.testing import BridgeHarness
 
 Post = Callable[..., dict[str, Any]]
@@ -183,3 +187,56 @@ async def test_dead_letter_with_stale_ids_is_replayed(make_bridge: Any, echo: An
     [conversation] = state.conversations
     assert contact != old and texts(bridge, conversation) == ["hi: lost?"]
     await one_call_each(bridge, echo_post, (3, "t1", "later"))
+
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_store() -> Iterator[str]:
+    """A store URL on the shared Redis, with a key prefix of this test's own."""
+    if not redis_answers(REDIS):
+        pytest.skip(f"no Redis answers at {REDIS}")
+    prefix = f"lbstale:{uuid.uuid4().hex}:"
+    yield f"{REDIS}?prefix={prefix}"
+    delete_prefix(REDIS, prefix)
+
+
+@pytest.mark.redis
+async def test_two_daemons_resolve_a_deleted_contact_once(
+        make_bridge: Any, echo: Any, echo_post: Post, agent: Any, redis_store: str,
+        aiohttp_server: AiohttpServer) -> None:
+    """Either daemon may deliver any message and each has its own cache of the maps: the
+    store's maps and locks still give one new contact and one conversation per thread."""
+    key, secret, _ = EMULATOR_CREDENTIALS
+    emulator = Emulator(api_key=key, api_secret=secret, inbox_id=1)
+    server = await aiohttp_server(emulator.app())
+    config = {"sources": [{"type": "echo"}], "store": {"url": redis_store},
+              "livedesk": {"base_url": str(server.make_url("")).rstrip("/"), "api_key": key,
+                           "api_secret": secret, "inbox_id": 1}}
+    daemons = [await make_bridge(config, plugins=[echo], emulator=emulator) for _ in range(2)]
+    state, act = emulator.state, agent(daemons[0])
+
+    async def delivered_by_either(count: int) -> None:
+        waits = [asyncio.create_task(d.wait_for(lambda: len(state.messages) == count))
+                 for d in daemons]  # each wakes on its own daemon's deliveries
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await done.pop()
+
+    for i, thread in enumerate(["t1", "t2", "t1", "t2"]):
+        await write(daemons[i % 2], echo_post, (i, thread, f"before {i}"))
+    await delivered_by_either(4)
+    [old] = state.contacts
+    await act("DELETE", f"/contacts/{old}")
+    for i, thread in enumerate(["t1", "t2", "t3", "t1", "t2", "t3"], start=10):
+        await write(daemons[i % 2], echo_post, (i, thread, f"after {i}"))
+    await delivered_by_either(6)
+    [contact] = state.contacts
+    assert contact != old
+    assert sorted(texts(daemons[0], c) for c in state.conversations) == [
+        ["hi: after 10", "hi: after 13"], ["hi: after 11", "hi: after 14"],
+        ["hi: after 12", "hi: after 15"]]
+    assert {owner(daemons[0], c) for c in state.conversations} == {contact}
+    assert await daemons[0].daemon.store.dead_letters() == []
