@@ -235,6 +235,8 @@ def _secret_values(model: BaseModel) -> Iterator[str]:
     for name in type(model).model_fields:
         value = getattr(model, name)
         items = value if isinstance(value, list) else [value]
+        if isinstance(value, dict):  # a mapping of secrets, such as HTTP headers
+            items = list(value.values())
         for item in items:
             if isinstance(item, SecretStr):
                 yield item.get_secret_value()
@@ -258,6 +260,8 @@ def _mask_value(value: Any) -> Any:
         return _masked(value)
     if isinstance(value, list):
         return [_mask_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in value.items()}
     return value
 
 
