@@ -12,7 +12,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import jmespath
-from jmespath.exceptions import JMESPathError
+from jmespath.exceptions import (
+    IncompleteExpressionError,
+    JMESPathError,
+    LexerError,
+    ParseError,
+)
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -47,13 +52,24 @@ PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SIGNED_PARTS = frozenset({"{timestamp}", "{body}"})
 
 
+def _why(exc: JMESPathError) -> str:
+    """What the JMESPath parser found wrong, and at which column."""
+    if isinstance(exc, IncompleteExpressionError):
+        return "incomplete expression"
+    if isinstance(exc, LexerError):
+        return f"{exc.message} at column {exc.lexer_position + 1}"
+    if isinstance(exc, ParseError):
+        token = f" {exc.token_value!r}" if exc.msg == "invalid token" else ""
+        return f"{exc.msg}{token} at column {exc.lex_position + 1}"
+    return str(exc).splitlines()[0]
+
+
 def _compiles(expression: str) -> str:
     """``expression`` if it is valid JMESPath, else a ValueError saying where it is not."""
     try:
         jmespath.compile(expression)
     except JMESPathError as exc:
-        first = str(exc).splitlines()[0].removeprefix("Invalid jmespath expression: ")
-        raise ValueError(f"invalid JMESPath expression: {first} (in {expression!r})") from None
+        raise ValueError(f"invalid JMESPath expression: {_why(exc)} in {expression!r}") from None
     return expression
 
 
