@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jmespath
-from jmespath.exceptions import JMESPathError
+from jmespath.exceptions import JMESPathError, JMESPathTypeError
 from jmespath.parser import ParsedResult
 
 from livebridge import Attachment, Sender
@@ -85,8 +85,11 @@ class Mapper:
             return None
         try:
             return expr.search(data)
-        except JMESPathError as exc:  # a function given the wrong type, for one
-            raise MappingProblem(key, f"expression failed: {exc}") from None
+        except JMESPathTypeError as exc:  # not the payload's value: it is logged
+            raise MappingProblem(key, f"expression failed: {exc.function_name}() was given "
+                                      f"{exc.actual_type}") from None
+        except JMESPathError as exc:
+            raise MappingProblem(key, f"expression failed: {type(exc).__name__}") from None
 
     def _text(self, key: str, data: Any, *, required: bool = False) -> str | None:
         """The text an expression finds (numbers as text); None when empty."""

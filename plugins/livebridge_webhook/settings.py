@@ -6,6 +6,7 @@ Every expression is compiled here, so ``livebridge check`` names the key path of
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -151,7 +152,7 @@ class HmacVerify(_Section):
     encoding: Literal["hex", "base64"] = "hex"
     prefix: str = Field(default="", description="before the signature, e.g. 'sha256='")
     timestamp_header: str | None = None
-    signed_payload: str = Field(default="{body}",
+    signed_payload: str = Field(default="{body}", validate_default=True,
                                 description="what is signed, e.g. '{timestamp}.{body}'")
     window: Duration = 300.0
 
@@ -212,6 +213,15 @@ class ReplySettings(_Section):
         if "{" in urlsplit(url).netloc:
             raise ValueError("placeholders may stand in the path and query only, not the host")
         return url
+
+    @field_validator("body")
+    @classmethod
+    def _json(cls, body: Any) -> Any:
+        try:
+            json.dumps(body)
+        except (TypeError, ValueError):
+            raise ValueError("expected JSON data (quote dates and other YAML types)") from None
+        return body
 
 
 def _strings(node: Any, loc: str) -> Iterator[tuple[str, str]]:

@@ -4,6 +4,7 @@ names its key path."""
 from __future__ import annotations
 
 import copy
+import datetime
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,8 @@ def with_(change: dict[str, Any], base: dict[str, Any] = MINIMAL) -> dict[str, A
      "sources[2].verify.hmac.algorithm: Input should be 'sha1', 'sha256' or 'sha512'"),
     ({"verify": {"header": "X-Sig", "secret": "s", "signed_payload": "{timestamp}.{body}"}},
      "sources[2].verify.hmac.signed_payload: {timestamp} and timestamp_header go together"),
+    ({"verify": {"header": "X-Sig", "secret": "s", "timestamp_header": "X-Time"}},
+     "sources[2].verify.hmac.signed_payload: {timestamp} and timestamp_header go together"),
     ({"verify": {"header": "X-Sig", "secret": "s", "signed_payload": "{ts}:{body}"}},
      "sources[2].verify.hmac.signed_payload: unknown placeholder {ts}"),
     ({"reply": {"url": "https://chat.example/{thread}", "body": {"text": "{txt}"}}},
@@ -104,6 +107,8 @@ def with_(change: dict[str, Any], base: dict[str, Any] = MINIMAL) -> dict[str, A
     ({"reply": {"url": "ftp://chat.example/", "body": {}}},
      "sources[2].reply.url: expected an http:// or https:// URL"),
     ({"reply": {"url": "https://chat.example/"}}, "sources[2].reply.body: Field required"),
+    ({"reply": {"url": "https://chat.example/", "body": {"on": datetime.date(2026, 1, 1)}}},
+     "sources[2].reply.body: expected JSON data"),
 ])
 def test_mapping_errors_name_the_key_path(tmp_path: Path, change: dict[str, Any],
                                           problem: str) -> None:

@@ -42,7 +42,7 @@ async def token_bridge(make_bridge: Any) -> BridgeHarness:
     ({"X-Hook-Token": "s3cret-token"}, 200, None),
     ({"X-Hook-Token": "s3cret-tokeN"}, 401, "bad token"),
     ({"X-Hook-Token": "s3cret-token-and-more"}, 401, "bad token"),
-    ({"X-Hook-Token": "ſ3cret-token"}, 401, "bad token"),
+    ({"X-Hook-Token": "\u017f3cret-token"}, 401, "bad token"),
     ({"X-Other": "s3cret-token"}, 401, "unsigned"),
 ])
 async def test_a_token_header(token_bridge: BridgeHarness, headers: dict[str, str], status: int,
@@ -118,3 +118,14 @@ async def test_verify_none_takes_unsigned_posts(make_bridge: Any) -> None:
     resp = await bridge.client.post("/hooks/batch", json={"messages": [message(1)]})
     assert resp.status == 200
     await bridge.wait_for(lambda: len(bridge.emulator.state.messages) == 1)
+
+
+async def test_an_expression_failing_on_a_payload_gets_422(make_bridge: Any) -> None:
+    mapping = {**MAPPING, "text": "join(' ', lines)"}
+    bridge = await make_bridge({"sources": [{**BATCH, "verify": "none", "mapping": mapping}]})
+    resp = await bridge.client.post("/hooks/batch", json={"messages": [
+        message(1, lines=["a", "b"]), message(2, lines="secret words")]})
+    assert (resp.status, await resp.json()) == (422, {
+        "error": "unmapped payload", "expression": "mapping.text", "item": 1,
+        "problem": "expression failed: join() was given string"})
+    assert await stored(bridge) == 0
