@@ -16,6 +16,7 @@ from jmespath.exceptions import JMESPathError, JMESPathTypeError
 from jmespath.parser import ParsedResult
 
 from livebridge import Attachment, Sender
+from livebridge.contacts import normalize_phone, valid_email
 from livebridge_webhook.settings import WebhookSettings
 
 __all__ = ["Mapped", "Mapper", "MappingProblem"]
@@ -41,6 +42,8 @@ class Mapped:
     text: str
     attachments: list[Attachment]
     context: dict[str, Any]
+    #: Contact fields found but left out, as Livedesk would refuse them (``mapping.sender.email``).
+    left_out: tuple[str, ...] = ()
 
 
 def _truthy(value: Any) -> bool:
@@ -77,7 +80,6 @@ class Mapper:
         self._exprs: dict[str, ParsedResult] = {
             key: jmespath.compile(expr) for key, expr in named.items() if expr}
         self._context = list(m.context)
-        self._attachments = m.attachments is not None
 
     def _search(self, key: str, data: Any) -> Any:
         expr = self._exprs.get(key)
@@ -91,7 +93,7 @@ class Mapper:
         except JMESPathError as exc:
             raise MappingProblem(key, f"expression failed: {type(exc).__name__}") from None
 
-    def _text(self, key: str, data: Any, *, required: bool = False) -> str | None:
+    def _text(self, key: str, data: Any) -> str | None:
         """The text an expression finds (numbers as text); None when empty."""
         value = self._search(key, data)
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -103,9 +105,14 @@ class Mapper:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise MappingProblem(key, "text that cannot be stored") from None
-        if required and not value:
-            raise MappingProblem(key, "came up empty")
         return value or None
+
+    def _required(self, key: str, data: Any) -> str:
+        """The text an expression finds; it must find some."""
+        value = self._text(key, data)
+        if value is None:
+            raise MappingProblem(key, "came up empty")
+        return value
 
     def messages(self, payload: Any) -> list[Mapped]:
         """The messages in ``payload``, after ``items`` and the ``events`` filter (maybe none);
@@ -130,22 +137,24 @@ class Mapper:
         return out
 
     def _one(self, item: Any) -> Mapped:
-        event_id = self._text("mapping.event_id", item, required=True)
-        thread = self._text("mapping.thread", item, required=True)
+        event_id = self._required("mapping.event_id", item)
+        thread = self._required("mapping.thread", item)
+        email = self._text("mapping.sender.email", item)
+        phone = self._text("mapping.sender.phone", item)
+        e164 = normalize_phone(phone) if phone else None
+        left_out = (*(["mapping.sender.email"] if email and not valid_email(email) else []),
+                    *(["mapping.sender.phone"] if phone and not e164 else []))
         sender = Sender(
-            external_id=self._text("mapping.sender.id", item, required=True) or "",
+            external_id=self._required("mapping.sender.id", item),
             name=self._text("mapping.sender.name", item),
-            email=self._text("mapping.sender.email", item),
-            phone=self._text("mapping.sender.phone", item),
+            email=None if "mapping.sender.email" in left_out else email, phone=e164,
         )
         context = {name: self._search(f"mapping.context.{name}", item) for name in self._context}
-        return Mapped(event_id=event_id or "", thread=thread or "", sender=sender,
+        return Mapped(event_id=event_id, thread=thread, sender=sender,
                       text=self._text("mapping.text", item) or "",
-                      attachments=self._files(item), context=context)
+                      attachments=self._files(item), context=context, left_out=left_out)
 
     def _files(self, item: Any) -> list[Attachment]:
-        if not self._attachments:
-            return []
         files = self._search("mapping.attachments.each", item)
         if files is None:
             return []
@@ -154,7 +163,7 @@ class Mapper:
                                  f"expected an array, found {_kind(files)}")
         out = []
         for file in files:
-            url = self._text("mapping.attachments.url", file, required=True) or ""
+            url = self._required("mapping.attachments.url", file)
             if _scheme(url) not in ("http", "https"):
                 raise MappingProblem("mapping.attachments.url", "expected an http(s) URL")
             name = self._text("mapping.attachments.name", file)

@@ -87,6 +87,9 @@ class WebhookSource(Source):
         return web.json_response({"ok": True, **results})
 
     def _message(self, mapped: Mapped) -> InboundMessage:
+        if mapped.left_out:
+            self.log.warning("sender fields left out: not a valid email or E.164 phone",
+                             event_id=mapped.event_id, fields=list(mapped.left_out))
         return InboundMessage(
             source=self.name, event_id=mapped.event_id, thread_key=mapped.thread,
             sender=mapped.sender, text=mapped.text, attachments=mapped.attachments,

@@ -229,3 +229,20 @@ async def test_without_reply_settings_replies_are_dead_lettered(start: Start) ->
     await bridge.wait_for(dead)
     [letter] = await bridge.daemon.store.dead_letters()
     assert letter.kind == "reply"
+
+
+@pytest.mark.parametrize(("email", "phone", "stored_as"), [
+    ("mia@example.com", "+81 3-1234-5678", ("mia@example.com", "+81312345678")),
+    ("mia at example", "03-1234-5678", (None, None)),
+])
+async def test_contact_fields_livedesk_would_refuse_are_left_out(
+        start: Start, email: str, phone: str, stored_as: tuple[str | None, str | None]) -> None:
+    bridge = await start()
+    payload = event("evt_1")
+    payload["data"]["author"].update(email=email, phone=phone)
+    assert (await post(bridge, payload))[1]["accepted"] == 1
+    [message] = await delivered(bridge, 1)
+    conversation = bridge.emulator.state.conversations[message["conversation_id"]]
+    contact = bridge.emulator.state.contacts[conversation["account_info"]["contact_id"]]
+    assert (contact["email"], contact["phone_number"]) == stored_as
+    assert (await bridge.daemon.store.stats()).dead_letters == 0
