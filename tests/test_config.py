@@ -201,6 +201,17 @@ def test_check_on_a_broken_config_exits_non_zero_naming_the_key(tmp_path: Path) 
     assert str(path) in result.stderr
 
 
+def test_check_makes_the_checks_run_makes_without_opening_anything(tmp_path: Path) -> None:
+    sources = "sources:\n  - type: form\n    path: /f\n  - type: form\n    name: other\n"
+    path = write(tmp_path, f"store:\n  url: sqlite:///var/x.db\n{sources}")
+    assert run_cli("check", "--config", str(path)).returncode == 0
+    assert not (tmp_path / "var").exists()  # the store is not created
+    result = run_cli("check", "--config", str(write(tmp_path, f"{sources}    path: /f\n")))
+    assert result.returncode == 1
+    assert "'other' and 'form' both serve GET /f; give one of them another path" in result.stderr
+    assert "OK" not in result.stdout
+
+
 def test_run_refuses_to_start_on_a_broken_config(tmp_path: Path) -> None:
     path = write(tmp_path, "server:\n  port: eighty\n")
     result = run_cli("run", "--config", str(path))
