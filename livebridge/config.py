@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from livebridge.exceptions import ConfigError
 
@@ -319,21 +320,24 @@ def _types_in(annotation: Any) -> Iterator[Any]:
         yield from _types_in(arg)
 
 
+def _keys(classes: list[Any]) -> dict[str, FieldInfo]:
+    """The keys a config may set in a value of one of ``classes``."""
+    return {name: info for cls in classes if issubclass(cls, BaseModel)
+            for name, info in cls.model_fields.items() if not info.exclude}
+
+
 def _classes_at(model: type[BaseModel], parts: tuple[int | str, ...]) -> list[Any]:
     """The classes the value at key path ``parts`` below ``model`` may be (none if unknown)."""
     classes: list[Any] = [model]
     for part in parts:
-        fields = {name: info for cls in classes if issubclass(cls, BaseModel)
-                  for name, info in cls.model_fields.items() if not info.exclude}
-        field = fields.get(part) if isinstance(part, str) else None
+        field = _keys(classes).get(part) if isinstance(part, str) else None
         classes = list(_types_in(field.annotation)) if field else []
     return classes
 
 
 def _did_you_mean(model: type[BaseModel], parts: tuple[int | str, ...]) -> str:
     """``; did you mean port?`` for an unknown key close to one of its section's keys."""
-    keys = [name for cls in _classes_at(model, parts[:-1]) if issubclass(cls, BaseModel)
-            for name, info in cls.model_fields.items() if not info.exclude]
+    keys = list(_keys(_classes_at(model, parts[:-1])))
     close = difflib.get_close_matches(str(parts[-1]), keys, n=1)
     return f"; did you mean {close[0]}?" if close else " (check the spelling, or remove it)"
 
@@ -352,8 +356,9 @@ def _describe(prefix: str, exc: ValidationError, model: type[BaseModel],
         if loc in origins:  # the fix is in the environment: name the variables, not the key
             secret = SecretStr in _classes_at(model, parts)
             value = "***" if secret and err["input"] else repr(err["input"])
-            names = ", ".join(origins[loc])
-            msg = f"{names}={value}: {msg}" if "," not in names else f"{value} from {names}: {msg}"
+            names = origins[loc]
+            msg = (f"{names[0]}={value}: {msg}" if len(names) == 1
+                   else f"{value} from {', '.join(names)}: {msg}")
         problems.append(f"{loc}: {msg}")
     return problems
 
