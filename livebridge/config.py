@@ -5,11 +5,12 @@ Every error names the file, the key path (``sources[1].redirect``) and what to d
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import yaml
@@ -23,13 +24,18 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from livebridge.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from livebridge.source import Source, SourceSettings
 
-__all__ = ["Config", "Duration", "load_config", "parse_duration"]
+__all__ = ["Config", "Duration", "load_config", "load_store_config", "parse_duration"]
+
+_M = TypeVar("_M", bound=BaseModel)
+#: Which ``${VAR}``s (set in the environment) made the value at each key path.
+_Origins = dict[str, list[str]]
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BOOL = TypeAdapter(bool)
@@ -265,19 +271,25 @@ def _mask_value(value: Any) -> Any:
     return value
 
 
-def _interpolate(node: Any, env: Mapping[str, str], loc: str, problems: list[str]) -> Any:
+def _interpolate(node: Any, env: Mapping[str, str], loc: str, problems: list[str],
+                 origins: _Origins) -> Any:
+    """``node`` with ``${VAR}``s replaced; notes in ``origins`` the variables each key used."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, env, _join(loc, k), problems) for k, v in node.items()}
+        return {k: _interpolate(v, env, _join(loc, k), problems, origins)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, env, f"{loc}[{i}]", problems) for i, v in enumerate(node)]
+        return [_interpolate(v, env, f"{loc}[{i}]", problems, origins)
+                for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
+    used: list[str] = []
 
     def sub(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         name, default = match.group(1), match.group(2)
         if name in env:
+            used.append(name)
             return env[name]
         if default is not None:
             return default
@@ -287,7 +299,10 @@ def _interpolate(node: Any, env: Mapping[str, str], loc: str, problems: list[str
         )
         return ""
 
-    return _ENV.sub(sub, node)
+    value = _ENV.sub(sub, node)
+    if used:
+        origins[loc] = used
+    return value
 
 
 def _join(loc: str, key: Any) -> str:
@@ -301,16 +316,85 @@ def _loc(prefix: str, parts: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(prefix: str, exc: ValidationError) -> list[str]:
+def _types_in(annotation: Any) -> Iterator[Any]:
+    """The classes an annotation is made of (``SMTPConfig | None``: SMTPConfig, NoneType)."""
+    if isinstance(annotation, type):
+        yield annotation
+    for arg in get_args(annotation):
+        yield from _types_in(arg)
+
+
+def _keys(classes: list[Any]) -> dict[str, FieldInfo]:
+    """The keys a config may set in a value of one of ``classes``."""
+    return {name: info for cls in classes if issubclass(cls, BaseModel)
+            for name, info in cls.model_fields.items() if not info.exclude}
+
+
+def _classes_at(model: type[BaseModel], parts: tuple[int | str, ...]) -> list[Any]:
+    """The classes the value at key path ``parts`` below ``model`` may be (none if unknown)."""
+    classes: list[Any] = [model]
+    for part in parts:
+        field = _keys(classes).get(part) if isinstance(part, str) else None
+        classes = list(_types_in(field.annotation)) if field else []
+    return classes
+
+
+def _did_you_mean(model: type[BaseModel], parts: tuple[int | str, ...]) -> str:
+    """``; did you mean port?`` for an unknown key close to one of its section's keys."""
+    keys = list(_keys(_classes_at(model, parts[:-1])))
+    close = difflib.get_close_matches(str(parts[-1]), keys, n=1)
+    return f"; did you mean {close[0]}?" if close else " (check the spelling, or remove it)"
+
+
+def _describe(prefix: str, exc: ValidationError, model: type[BaseModel],
+              origins: _Origins) -> list[str]:
+    """One line per error of ``model``'s validation, naming the key path and the fix."""
     problems = []
     for err in exc.errors(include_url=False):
-        loc = _loc(prefix, tuple(err["loc"]))
+        parts = tuple(err["loc"])
+        loc = _loc(prefix, parts)
         if err["type"] == "extra_forbidden":
-            problems.append(f"{loc}: unknown key (check the spelling, or remove it)")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}")
+            problems.append(f"{loc}: unknown key{_did_you_mean(model, parts)}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc in origins:  # the fix is in the environment: name the variables, not the key
+            secret = SecretStr in _classes_at(model, parts)
+            value = "***" if secret and err["input"] else repr(err["input"])
+            names = origins[loc]
+            msg = (f"{names[0]}={value}: {msg}" if len(names) == 1
+                   else f"{value} from {', '.join(names)}: {msg}")
+        problems.append(f"{loc}: {msg}")
     return problems
+
+
+def _validate(model: type[_M], data: Any, prefix: str, problems: list[str],
+              origins: _Origins) -> _M | None:
+    """``data`` validated as ``model``, or None with its problems added to ``problems``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(prefix, exc, model, origins))
+        return None
+
+
+def _read(path: str | os.PathLike[str]) -> Any:
+    """The YAML data in ``path`` (``{}`` for an empty file)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
+    return {} if raw is None else raw
+
+
+def _sections(raw: Any, where: str) -> dict[str, Any]:
+    """``raw`` if it is a mapping of sections, else a ``ConfigError``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(where, ["(top level): expected a mapping of sections"])
+    return raw
 
 
 def load_config(
@@ -319,16 +403,24 @@ def load_config(
     env: Mapping[str, str] | None = None,
 ) -> Config:
     """Read, interpolate and validate ``path``; raise ``ConfigError`` listing every problem."""
+    return parse_config(_read(path), source_types, env, str(path))
+
+
+def load_store_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> StoreConfig:
+    """Read, interpolate and validate only the ``store:`` section of ``path`` (for commands
+    that need nothing else: no source plugins, no secrets of other sections)."""
     where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(where, [f"cannot read the file: {exc.strerror}"]) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, [f"not valid YAML: {exc}"]) from exc
-    return parse_config(raw if raw is not None else {}, source_types, env, where)
+    problems: list[str] = []
+    origins: _Origins = {}
+    section = _sections(_read(path), where).get("store") or {}
+    data = _interpolate(section, os.environ if env is None else env, "store", problems, origins)
+    store = _validate(StoreConfig, data, "store", problems, origins)
+    if problems or store is None:
+        raise ConfigError(where, problems)
+    _beside(store, where)
+    return store
 
 
 def parse_config(
@@ -338,29 +430,30 @@ def parse_config(
     where: str = "<memory>",
 ) -> Config:
     """Validate already-parsed YAML data (see ``load_config``)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(where, ["(top level): expected a mapping of sections"])
     problems: list[str] = []
-    data = _interpolate(raw, os.environ if env is None else env, "", problems)
+    origins: _Origins = {}
+    data = _interpolate(_sections(raw, where), os.environ if env is None else env, "", problems,
+                        origins)
     entries = data.get("sources")
     off = tuple(f"sources[{i}]." for i, entry in enumerate(entries)
                 if _switched_off(entry)) if isinstance(entries, list) else ()
     problems = [p for p in problems if not p.startswith(off)]  # their ${VAR}s may be unset
-    try:
-        config = Config.model_validate({**data, "sources": []})
-    except ValidationError as exc:
-        problems.extend(_describe("", exc))
-        config = None
-    sources = _parse_sources(data.get("sources") or [], source_types, problems)
+    config = _validate(Config, {**data, "sources": []}, "", problems, origins)
+    sources = _parse_sources(data.get("sources") or [], source_types, problems, origins)
     if problems or config is None:
         raise ConfigError(where, problems)
     config.sources = sources
     config.path = where
-    if config.store.url.startswith("sqlite:///") and where != "<memory>":
-        db = Path(config.store.url.removeprefix("sqlite:///"))
-        if not db.is_absolute():  # relative to the config file, wherever the command runs
-            config.store.url = f"sqlite:///{(Path(where).resolve().parent / db)}"
+    _beside(config.store, where)
     return config
+
+
+def _beside(store: StoreConfig, where: str) -> None:
+    """Make a relative SQLite path relative to the config file, wherever the command runs."""
+    if store.url.startswith("sqlite:///") and where != "<memory>":
+        db = Path(store.url.removeprefix("sqlite:///"))
+        if not db.is_absolute():
+            store.url = f"sqlite:///{(Path(where).resolve().parent / db)}"
 
 
 def _switched_off(entry: Any) -> bool:
@@ -374,7 +467,8 @@ def _switched_off(entry: Any) -> bool:
 
 
 def _parse_sources(
-    entries: Any, source_types: Mapping[str, type[Source]], problems: list[str]
+    entries: Any, source_types: Mapping[str, type[Source]], problems: list[str],
+    origins: _Origins,
 ) -> list[SourceSettings]:
     if not isinstance(entries, list):
         problems.append("sources: expected a list of source entries")
@@ -400,10 +494,8 @@ def _parse_sources(
             continue
         if not enabled:  # a switched-off source may lack its secrets; it is not started
             continue
-        try:
-            item = source_type.Settings.model_validate(entry)
-        except ValidationError as exc:
-            problems.extend(_describe(loc, exc))
+        item = _validate(source_type.Settings, entry, loc, problems, origins)
+        if item is None:
             continue
         item.name = item.name or item.type
         if item.name in names:
