@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from livebridge.app import collect_source_types
-from livebridge.config import Config, load_config, parse_config, parse_duration
+from livebridge.config import Config, load_config, parse_config
 from livebridge.exceptions import ConfigError
 from livebridge.plugins import get_plugin_manager
+from livebridge.source import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPES = collect_source_types(get_plugin_manager())
