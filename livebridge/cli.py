@@ -97,7 +97,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]]) -> int:
-    config, _ = _load(args.config)
+    config = load_config(args.config, {}, with_sources=False)  # no plugins or source secrets
 
     async def go() -> int:
         store = create_store(config.store, exclusive=False)

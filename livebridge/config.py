@@ -301,8 +301,13 @@ def load_config(
     path: str | os.PathLike[str],
     source_types: Mapping[str, type[Source]],
     env: Mapping[str, str] | None = None,
+    *,
+    with_sources: bool = True,
 ) -> Config:
-    """Read, interpolate and validate ``path``; raise ``ConfigError`` listing every problem."""
+    """Read, interpolate and validate ``path``; raise ``ConfigError`` listing every problem.
+
+    ``with_sources=False`` skips the ``sources:`` list (for commands that only need the
+    store: no source plugin or source secret is needed then)."""
     where = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -312,6 +317,8 @@ def load_config(
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(where, [f"not valid YAML: {exc}"]) from exc
+    if not with_sources and isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k != "sources"}
     return parse_config(raw if raw is not None else {}, source_types, env, where)
 
 

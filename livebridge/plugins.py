@@ -98,17 +98,22 @@ def _did_you_mean(name: str) -> str:
 def collect_source_types(pm: pluggy.PluginManager) -> dict[str, type[Source]]:
     """Every source type the loaded plugins provide, by ``type_name``."""
     types: dict[str, type[Source]] = {}
-    for group in pm.hook.livebridge_source_types():
+    for impl in _impls(pm.hook.livebridge_source_types):
+        group: Any = impl.function()
+        if inspect.isawaitable(group):
+            if inspect.iscoroutine(group):
+                group.close()
+            raise PluginError(f"plugin {impl.plugin_name!r}: livebridge_source_types must be "
+                              "a plain def, not async def")
         for cls in group:
+            where = f"plugin {impl.plugin_name!r}: source class {cls.__module__}.{cls.__qualname__}"
             type_name = getattr(cls, "type_name", None)
             if not isinstance(type_name, str) or not type_name:
-                raise PluginError(f"source class {cls.__module__}.{cls.__qualname__} has no "
-                                  "type_name; set type_name = '...' (its type: in bridge.yaml)")
+                raise PluginError(f"{where} has no type_name; set type_name = '...' (the "
+                                  "type: that selects it in bridge.yaml)")
             if type_name in types and types[type_name] is not cls:
-                raise PluginError(
-                    f"source type {type_name!r} is provided twice: by "
-                    f"{types[type_name].__module__} and {cls.__module__}"
-                )
+                raise PluginError(f"{where}: source type {type_name!r} is provided twice: "
+                                  f"by {types[type_name].__module__} and {cls.__module__}")
             types[type_name] = cls
     return types
 
