@@ -63,31 +63,40 @@ def get_plugin_manager(extra_plugins: Iterable[object] = (), *, load_entry_point
     for name, hook in vars(pm.hook).items():
         for impl in hook.get_hookimpls():
             if not hook.has_spec():
-                raise PluginError(f"plugin {impl.plugin_name!r}: {name} is not a livebridge "
-                                  f"hook{_did_you_mean(name)}")
+                raise PluginError(f"plugin {_label(pm, impl.plugin)}: {name} is not a "
+                                  f"livebridge hook{_did_you_mean(name)}")
             if impl.wrapper or impl.hookwrapper:
                 raise PluginError(
-                    f"plugin {impl.plugin_name!r}: {name} is a hook wrapper, which livebridge "
+                    f"plugin {_label(pm, impl.plugin)}: {name} is a hook wrapper, which livebridge "
                     "does not support (it calls each implementation in turn, see "
                     "livebridge/hookspecs.py); use a plain @livebridge.hookimpl"
                 )
     return pm
 
 
+def _label(pm: pluggy.PluginManager, plugin: object) -> str:
+    """How errors name a plugin: its entry point, module or class."""
+    name = pm.get_name(plugin) if pm.is_registered(plugin) else None
+    if name is not None and not name.isdigit():  # pluggy names objects by their id()
+        return repr(name)
+    kind = plugin if inspect.ismodule(plugin) or inspect.isclass(plugin) else type(plugin)
+    return repr(getattr(kind, "__qualname__", kind.__name__))
+
+
 def _register(pm: pluggy.PluginManager, plugin: object, name: str | None) -> None:
-    label = name or pm.get_canonical_name(plugin)
+    label = repr(name) if name else _label(pm, plugin)
     for attr in dir(plugin):
         if not attr.startswith("livebridge_") or pm.parse_hookimpl_opts(plugin, attr):
             continue
         if callable(getattr(plugin, attr, None)) and (attr in _HOOKS or _did_you_mean(attr)):
             raise PluginError(
-                f"plugin {label!r}: {attr} is not decorated with @livebridge.hookimpl, so it "
+                f"plugin {label}: {attr} is not decorated with @livebridge.hookimpl, so it "
                 f"would never be called{_did_you_mean(attr) if attr not in _HOOKS else ''}"
             )
     try:
         pm.register(plugin, name)
     except (ValueError, pluggy.PluginValidationError) as exc:
-        raise PluginError(f"plugin {label!r}: {exc}") from None
+        raise PluginError(f"plugin {label}: {exc}") from None
 
 
 def _did_you_mean(name: str) -> str:
@@ -103,10 +112,10 @@ def collect_source_types(pm: pluggy.PluginManager) -> dict[str, type[Source]]:
         if inspect.isawaitable(group):
             if inspect.iscoroutine(group):
                 group.close()
-            raise PluginError(f"plugin {impl.plugin_name!r}: livebridge_source_types must be "
+            raise PluginError(f"plugin {_label(pm, impl.plugin)}: livebridge_source_types must be "
                               "a plain def, not async def")
         for cls in group:
-            where = f"plugin {impl.plugin_name!r}: source class {cls.__module__}.{cls.__qualname__}"
+            where = f"plugin {_label(pm, impl.plugin)}: source class {cls.__qualname__}"
             type_name = getattr(cls, "type_name", None)
             if not isinstance(type_name, str) or not type_name:
                 raise PluginError(f"{where} has no type_name; set type_name = '...' (the "
