@@ -150,6 +150,9 @@ class Source(Generic[SettingsT]):
         for base in getattr(cls, "__orig_bases__", ()):
             args = get_args(base)
             if args and isinstance(args[0], type) and issubclass(args[0], SourceSettings):
+                if cls.__dict__.get("Settings", args[0]) is not args[0]:
+                    raise TypeError(f"{cls.__qualname__}: Settings differs from the "
+                                    f"Source[{args[0].__name__}] parameter; drop Settings")
                 cls.Settings = args[0]
 
     def __init__(self, settings: SettingsT, bridge: Bridge) -> None:

@@ -95,6 +95,9 @@ class ChatPlugin:
 def test_settings_come_from_the_generic_parameter() -> None:
     assert ChatSource.Settings is ChatSettings
     assert Source.Settings is SourceSettings
+    with pytest.raises(TypeError, match="Settings differs from the Source\\[ChatSettings\\]"):
+        class Confused(Source[ChatSettings]):
+            Settings = SourceSettings
 
 
 @pytest.mark.parametrize(("error", "status", "body", "retry_after"), [
