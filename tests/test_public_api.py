@@ -136,3 +136,11 @@ async def test_generic_settings_are_validated_and_counted(make_bridge: Any) -> N
     assert await resp.json() == {"wait": 0.25}
     metrics = await (await bridge.client.get("/metrics")).text()
     assert 'livebridge_messages_dropped_total{reason="test",source="chat"} 1.0' in metrics
+
+
+def test_the_example_plugin_stays_small() -> None:
+    """docs/plugins.md promises a whole plugin in 60 lines (no blanks or comments)."""
+    source = ROOT / "examples" / "livebridge_acmechat" / "livebridge_acmechat" / "__init__.py"
+    lines = [line for line in source.read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    assert len(lines) <= 60
