@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livebridge.config import Config
 from livebridge.delivery import Dispatcher
-from livebridge.exceptions import ConfigError, Overloaded, PluginError
+from livebridge.exceptions import ConfigError, Overloaded
 from livebridge.livedesk.client import LivedeskClient, TokenBucket
 from livebridge.livedesk.emulator import Emulator
 from livebridge.livedesk.sink import LivedeskSink
@@ -24,7 +24,7 @@ from livebridge.livedesk.webhook import ReplyRouter
 from livebridge.mailer import Mailer
 from livebridge.metrics import Metrics
 from livebridge.model import InboundMessage, OutboundReply
-from livebridge.plugins import call_chain, call_each
+from livebridge.plugins import call_chain, call_each, collect_source_types
 from livebridge.source import AcceptResult, Bridge, PluginState, Source
 from livebridge.store import OutboxItem, create_store
 
@@ -43,20 +43,6 @@ _EMULATED_WARNING = (
     "LIVEDESK_BASE_URL is not set: messages go to the BUILT-IN LIVEDESK EMULATOR, "
     "nothing reaches the real Livedesk"
 )
-
-
-def collect_source_types(pm: pluggy.PluginManager) -> dict[str, type[Source]]:
-    """Every source type the loaded plugins provide, by ``type_name``."""
-    types: dict[str, type[Source]] = {}
-    for group in pm.hook.livebridge_source_types():
-        for cls in group:
-            if cls.type_name in types and types[cls.type_name] is not cls:
-                raise PluginError(
-                    f"source type {cls.type_name!r} is provided twice: by "
-                    f"{types[cls.type_name].__module__} and {cls.__module__}"
-                )
-            types[cls.type_name] = cls
-    return types
 
 
 class Daemon(Bridge):

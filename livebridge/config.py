@@ -27,11 +27,12 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from livebridge.exceptions import ConfigError
+from livebridge.source import Duration
 
 if TYPE_CHECKING:
     from livebridge.source import Source, SourceSettings
 
-__all__ = ["Config", "Duration", "load_config", "load_store_config", "parse_duration"]
+__all__ = ["Config", "load_config", "load_store_config"]
 
 _M = TypeVar("_M", bound=BaseModel)
 #: Which ``${VAR}``s (set in the environment) made the value at each key path.
@@ -39,18 +40,6 @@ _Origins = dict[str, list[str]]
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BOOL = TypeAdapter(bool)
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-
-
-def parse_duration(value: Any) -> Any:
-    """Turn ``"300ms"``, ``"5m"``, ``"7d"`` or a number of seconds into seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("expected a duration such as 30, 250ms, 5m, 12h or 7d")
-        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    return value
 
 
 def _empty_to_none(value: Any) -> Any:
@@ -62,7 +51,6 @@ def _no_host_no_smtp(value: Any) -> Any:
     return None if isinstance(value, dict) and not value.get("host") else value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Optional = BeforeValidator(_empty_to_none)
 
 
@@ -123,8 +111,10 @@ class StoreConfig(_Section):
     @model_validator(mode="after")
     def _known_scheme(self) -> StoreConfig:
         if not self.url.startswith(("sqlite:///", "redis://", "rediss://")):
+            scheme = self.url.partition(":")[0][:20]  # not the URL: it may hold a password
             raise ValueError(
-                f"url {self.url!r}: use sqlite:///path/file.db or redis://host:port/db"
+                f"url: unknown scheme {scheme!r}; use sqlite:///path/file.db or "
+                "redis://host:port/db"
             )
         return self
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
+    "Busy",
     "ConfigError",
     "LivebridgeError",
     "Overloaded",
     "Permanent",
     "PluginError",
+    "Refused",
     "ReplyNotSupported",
     "Retryable",
     "StoreUnavailable",
@@ -32,18 +36,39 @@ class PluginError(LivebridgeError):
     """A plugin could not be loaded (for example, it implements an unknown hook)."""
 
 
-class Overloaded(LivebridgeError):
-    """The outbox is full: sources answer 503 with ``Retry-After`` so providers retry."""
+class Refused(LivebridgeError):
+    """A request refused: ``status`` (a 4xx), a short fixed ``reason`` (fit for a metric
+    label), what exactly was wrong (``detail``) and extra response ``headers``.
+
+    The one refusal type: ``Source.reject(request, exc)`` logs, counts and answers it.
+    """
+
+    def __init__(self, status: int, reason: str, detail: str | None = None, *,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason if detail is None else f"{reason}: {detail}")
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.headers = headers
+
+
+class Busy(LivebridgeError):
+    """The bridge cannot take a message right now: ``Source.reject(request, exc)`` answers
+    503 with ``Retry-After: retry_after`` so the provider retries."""
+
+    retry_after: int = 10
+
+
+class Overloaded(Busy):
+    """The outbox is full."""
 
     def __init__(self, retry_after: int = 30) -> None:
         self.retry_after = retry_after
         super().__init__(f"outbox is full; retry in {retry_after} s")
 
 
-class StoreUnavailable(LivebridgeError):
+class StoreUnavailable(Busy):
     """The store cannot take writes right now (for example, Redis is unreachable)."""
-
-    retry_after = 10
 
 
 class ReplyNotSupported(LivebridgeError):

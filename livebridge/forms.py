@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from livebridge.exceptions import Refused
+
 __all__ = ["TEXT_CHARSETS", "BodyError", "FormPart", "read_body", "read_multipart", "text_codec"]
 
 #: The text charsets a sender may declare: those the web and mail use, each decoded in linear
@@ -40,15 +42,9 @@ def text_codec(charset: str | None) -> str | None:
 _MALFORMED = (ValueError, AssertionError, LookupError, RuntimeError, HttpProcessingError)
 
 
-class BodyError(Exception):
-    """A body refused while reading it: ``status`` (400, 413, 415), a short fixed ``reason``
-    (fit for a metric label) and, for malformed bodies, the parser's ``detail``."""
-
-    def __init__(self, status: int, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason if detail is None else f"{reason}: {detail}")
-        self.status = status
-        self.reason = reason
-        self.detail = detail
+class BodyError(Refused):
+    """A body refused while reading it: ``status`` (400, 413, 415), a short ``reason`` and,
+    for malformed bodies, the parser's ``detail``."""
 
 
 @dataclass(slots=True)

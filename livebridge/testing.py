@@ -4,11 +4,17 @@
 store and the Livedesk emulator behind it, so a test can post to a source over HTTP and look
 at what reached Livedesk::
 
+    @pytest.mark.asyncio  # or pytest-asyncio's auto mode
     async def test_my_source(make_bridge):
-        bridge = await make_bridge({"sources": [{"type": "mine"}]}, plugins=[MyPlugin()])
+        bridge = await make_bridge({"sources": [{"type": "mine"}]}, plugins=[my_plugin])
         resp = await bridge.client.post("/mine", json={...})
         assert resp.status == 200
         await bridge.wait_for(lambda: len(bridge.emulator.state.messages) == 1)
+        conversation = await bridge.conversation_of("mine", "thread-1")
+        await bridge.agent_reply(conversation, "Hello from an agent")
+
+It works in pytest-asyncio's strict and auto modes, and with the plugin also installed by
+its entry point (it is registered once).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from pathlib import Path
 from typing import Any
 
-import pytest
+import pytest_asyncio
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -33,6 +39,7 @@ from livebridge.app import DAEMON, Daemon, collect_source_types, create_app
 from livebridge.config import Config, parse_config
 from livebridge.livedesk.emulator import Emulator
 from livebridge.plugins import get_plugin_manager
+from livebridge.source import Source
 
 __all__ = ["BridgeHarness", "build_config", "make_bridge"]
 
@@ -74,6 +81,27 @@ class BridgeHarness:
         """The absolute URL of ``path`` on the daemon."""
         return str(self.client.make_url(path))
 
+    async def conversation_of(self, source: str | Source, thread_key: str) -> int:
+        """The Livedesk conversation of a thread of ``source`` (or its name); fails the test
+        if no message of the thread was delivered yet."""
+        found = self.daemon.sources[source] if isinstance(source, str) else source
+        conversation = await self.daemon.conversation_of(found, thread_key)
+        if conversation is None:
+            raise AssertionError(f"thread {thread_key!r} of {found.name!r} has no conversation "
+                                 "yet: wait_for its first message to be delivered")
+        return conversation
+
+    async def agent_reply(self, conversation_id: int, text: str) -> dict[str, Any]:
+        """Play an agent answering in Livedesk: the emulator posts the message and sends its
+        webhook, signed when ``livedesk.webhook_secret`` is set, to this daemon. Returns the
+        emulator's message; wait for its effect (e.g. the source's reply) with ``wait_for``."""
+        livedesk = self.daemon.config.livedesk
+        self.emulator.webhook_url = self.url(livedesk.webhook_path)
+        secret = livedesk.webhook_secret
+        self.emulator.webhook_secret = secret.get_secret_value() if secret else None
+        message: dict[str, Any] = await self.emulator.agent_reply(conversation_id, text)
+        return message
+
     async def wait_for(self, predicate: Predicate, timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` holds, re-checking whenever the outbox moves."""
         dispatcher = self.daemon.dispatcher
@@ -107,7 +135,7 @@ async def _wait(condition: Any, predicate: Predicate, timeout: float) -> None:
         raise AssertionError(f"condition not met within {timeout} s") from None
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[BridgeHarness]]]:
     """A factory: ``await make_bridge(config_dict, plugins=[...], env={...})``."""
     clients: list[TestClient[Any, Any]] = []

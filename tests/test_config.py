@@ -12,9 +12,10 @@ from pydantic import Field, SecretStr
 
 from livebridge import Source, SourceSettings
 from livebridge.app import collect_source_types
-from livebridge.config import Config, load_config, load_store_config, parse_config, parse_duration
+from livebridge.config import Config, load_config, load_store_config, parse_config
 from livebridge.exceptions import ConfigError
 from livebridge.plugins import get_plugin_manager
+from livebridge.source import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPES = collect_source_types(get_plugin_manager())
@@ -156,9 +157,11 @@ def test_durations(raw: object, seconds: float) -> None:
 
 
 def test_bad_values(tmp_path: Path) -> None:
-    text = problems(tmp_path, "delivery:\n  max_age: soon\nstore:\n  url: postgres://x\n")
+    text = problems(tmp_path, "delivery:\n  max_age: soon\nstore:\n  url: postgres://u:pw@x\n")
     assert "delivery.max_age: expected a duration" in text
-    assert "store: url 'postgres://x': use sqlite:///path/file.db or redis://host:port/db" in text
+    assert ("store: url: unknown scheme 'postgres'; use sqlite:///path/file.db or "
+            "redis://host:port/db") in text
+    assert "pw" not in text  # a password in a URL of the wrong scheme is not shown
 
 
 def test_not_yaml_and_missing_file(tmp_path: Path) -> None:

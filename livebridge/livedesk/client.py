@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from livebridge.http import parse_retry_after
 from livebridge.metrics import Metrics
 from livebridge.model import Attachment
 
@@ -19,20 +19,6 @@ __all__ = ["LivedeskClient", "LivedeskError", "TokenBucket", "parse_retry_after"
 
 _RETRYABLE_STATUS = {408, 429}
 _BODY_KEPT = 2000
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class LivedeskError(Exception):

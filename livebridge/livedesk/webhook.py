@@ -14,10 +14,10 @@ from aiohttp import web
 
 from livebridge.exceptions import Overloaded, ReplyNotSupported, StoreUnavailable
 from livebridge.forms import BodyError, read_body
+from livebridge.http import reject
 from livebridge.model import OutboundReply
 from livebridge.plugins import call_chain
 from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
-from livebridge.source import reject
 
 if TYPE_CHECKING:
     from livebridge.app import Daemon

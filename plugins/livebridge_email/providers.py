@@ -18,8 +18,14 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 
-from livebridge import BodyError, read_body, read_multipart
-from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
+from livebridge import (
+    BodyError,
+    equal,
+    hmac_sha256_hex,
+    read_body,
+    read_multipart,
+    timestamp_problem,
+)
 from livebridge_email.parse import (
     ParsedAttachment,
     ParsedEmail,

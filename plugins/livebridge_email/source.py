@@ -17,6 +17,7 @@ from livebridge import (
     AcceptResult,
     Attachment,
     Bridge,
+    Duration,
     InboundMessage,
     OutboundReply,
     Overloaded,
@@ -26,7 +27,6 @@ from livebridge import (
     SourceSettings,
     StoreUnavailable,
 )
-from livebridge.config import Duration
 from livebridge_email.content import (
     LANGUAGES,
     is_forward,

@@ -7,8 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from livebridge import SourceSettings
-from livebridge.config import Duration
+from livebridge import Duration, SourceSettings
 
 __all__ = ["FIELD_KEYS", "FieldNames", "FormSettings", "origin_of"]
 

@@ -37,11 +37,12 @@ from livebridge import (
     Source,
     SourceSettings,
     StoreUnavailable,
+    normalize_phone,
     read_body,
     read_multipart,
     text_codec,
+    valid_email,
 )
-from livebridge.contacts import normalize_phone, valid_email
 from livebridge_form.page import STYLE_HASH, error_page, form_page, thanks_page
 from livebridge_form.ratelimit import SlidingWindowLimiter, client_key
 from livebridge_form.settings import FIELD_KEYS, FormSettings, origin_of

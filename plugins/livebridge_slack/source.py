@@ -30,6 +30,7 @@ from livebridge import (
     Attachment,
     BodyError,
     Bridge,
+    Duration,
     InboundMessage,
     LivebridgeError,
     OutboundReply,
@@ -40,10 +41,11 @@ from livebridge import (
     Source,
     SourceSettings,
     StoreUnavailable,
+    equal,
+    hmac_sha256_hex,
     read_body,
+    timestamp_problem,
 )
-from livebridge.config import Duration
-from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge_slack.api import TRANSPORT_ERRORS, error_of, is_transient, retry_after
 from livebridge_slack.mrkdwn import markdown_to_mrkdwn, mrkdwn_refs, mrkdwn_to_text
 from livebridge_slack.users import UserDirectory
