@@ -5,7 +5,6 @@ them: the canonical string of the message's fields, RSA PKCS#1 v1.5, and a certi
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -83,7 +82,7 @@ class SNSVerifier:
         try:
             signature = base64.b64decode(message["Signature"], validate=True)
             key.verify(signature, canonical(message), padding.PKCS1v15(), algorithm())
-        except (InvalidSignature, binascii.Error) as exc:
+        except (InvalidSignature, ValueError) as exc:  # ValueError: not base64, or not ASCII
             raise SNSError("bad signature") from exc
 
     async def _certificate(self, url: str) -> x509.Certificate:
