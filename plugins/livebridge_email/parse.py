@@ -22,8 +22,10 @@ from livebridge import text_codec
 
 __all__ = [
     "MAX_HTML_TEXT",
+    "MAX_MIME_PARTS",
     "ParsedAttachment",
     "ParsedEmail",
+    "TooManyParts",
     "decode_text",
     "header_block",
     "html_to_text",
@@ -35,6 +37,13 @@ __all__ = [
 _ID = re.compile(r"<([^<>\s]+)>")
 #: Characters of text taken from one HTML body (the source cuts text much shorter).
 MAX_HTML_TEXT = 1 << 20
+#: MIME parts a message may have.
+MAX_MIME_PARTS = 1000
+_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))',
+                       re.IGNORECASE)
+_DELIMITER = re.compile(rb"^--(\S{1,202})", re.MULTILINE)
+_ENCODED_WORD = re.compile(r"=\?([^?\s*]{1,64})((?:\*[^?\s]{0,64})?\?[bBqQ]\?)")
+_RFC2231_CHARSET = re.compile(r"""(\*(?:\d{1,3}\*)?=\s*"?)([^'"\s;]{1,64})'""")
 _COPIED_HEADERS = ("To", "Cc")
 _DELIVERY_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To")
 _AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply")
@@ -103,8 +112,19 @@ def decode_text(data: bytes, charset: str | None) -> str:
     return data.decode(codec if codec not in ("", "ascii") else "cp1252", "replace")
 
 
+class TooManyParts(ValueError):
+    """A message with more than ``MAX_MIME_PARTS`` MIME parts (refused before parsing)."""
+
+
 def parse_bytes(raw: bytes, keep_bytes: int) -> ParsedEmail:
-    """Parse a whole RFC 5322 message; attachment bytes are kept up to ``keep_bytes`` each."""
+    """Parse a whole RFC 5322 message; attachment bytes are kept up to ``keep_bytes`` each.
+
+    Raises ``TooManyParts`` past ``MAX_MIME_PARTS``; encoded words and parameters in
+    charsets outside ``TEXT_CHARSETS`` are read as unknown 8-bit text, never decoded by a
+    slow codec."""
+    if _mime_parts(raw) > MAX_MIME_PARTS:
+        raise TooManyParts(f"more than {MAX_MIME_PARTS} MIME parts")
+    raw = _safe_charsets(raw.decode("latin-1")).encode("latin-1")
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     body = _Body(keep_bytes)
@@ -118,7 +138,8 @@ def header_block(pairs: Iterable[tuple[str, str]]) -> EmailMessage:
     for name, value in pairs:
         if name.strip() and ":" not in name:
             lines.append(f"{name.strip()}: {' '.join(str(value).splitlines())}")
-    msg = HeaderParser(policy=policy.default).parsestr("\n".join(lines) + "\n\n")
+    msg = HeaderParser(policy=policy.default).parsestr(_safe_charsets("\n".join(lines))
+                                                       + "\n\n")
     assert isinstance(msg, EmailMessage)
     return msg
 
@@ -170,9 +191,41 @@ def _unsurrogate(value: str) -> str:
     return decode_text(value.encode("utf-8", "surrogateescape"), None)
 
 
+def _mime_parts(raw: bytes) -> int:
+    """How many delimiter lines of the boundaries ``raw`` declares it has (counted up to
+    one past ``MAX_MIME_PARTS``): a bound on its MIME parts, found in one pass."""
+    boundaries = {m.group(1) or m.group(2) for m in _BOUNDARY.finditer(raw)}
+    count = 0
+    for line in _DELIMITER.finditer(raw):
+        token = line.group(1)
+        if token in boundaries or token.removesuffix(b"--") in boundaries:
+            count += 1
+            if count > MAX_MIME_PARTS:
+                break
+    return count
+
+
+def _safe_charsets(text: str) -> str:
+    """``text`` with the charsets of its RFC 2047 encoded words and RFC 2231 parameters
+    that are not ``TEXT_CHARSETS`` replaced by ones the parser reads as unknown bytes."""
+
+    def word(m: re.Match[str]) -> str:
+        return m.group(0) if _allowed(m.group(1)) else f"=?unknown-8bit{m.group(2)}"
+
+    def parameter(m: re.Match[str]) -> str:
+        return m.group(0) if _allowed(m.group(2)) else f"{m.group(1)}x-unknown'"
+
+    return _RFC2231_CHARSET.sub(parameter, _ENCODED_WORD.sub(word, text))
+
+
+def _allowed(charset: str) -> bool:
+    name = charset.lower()
+    return text_codec(_SUPERSETS.get(name, name)) is not None
+
+
 def _decode_words(value: str) -> str:
     try:
-        return str(email.header.make_header(email.header.decode_header(value)))
+        return str(email.header.make_header(email.header.decode_header(_safe_charsets(value))))
     except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
         return value
 
@@ -312,7 +365,7 @@ def _unflow(part: Message, text: str) -> str:
     if str(part.get_param("format") or "").lower() != "flowed":
         return text
     delsp = str(part.get_param("delsp") or "").lower() == "yes"
-    out: list[str] = []
+    out: list[list[str]] = []  # each line in pieces, joined once at the end
     soft_before, depth_before = False, -1
     for line in text.split("\n"):
         content = line.lstrip(">")
@@ -322,11 +375,11 @@ def _unflow(part: Message, text: str) -> str:
         if soft and delsp:
             content = content[:-1]
         if soft_before and depth == depth_before:
-            out[-1] += content
+            out[-1].append(content)
         else:
-            out.append(("> " * depth) + content)
+            out.append([("> " * depth) + content])
         soft_before, depth_before = soft, depth
-    return "\n".join(out)
+    return "\n".join("".join(pieces) for pieces in out)
 
 
 # --- HTML -------------------------------------------------------------------------------

@@ -21,8 +21,10 @@ from aiohttp import web
 from livebridge import BodyError, read_body, read_multipart
 from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge_email.parse import (
+    MAX_MIME_PARTS,
     ParsedAttachment,
     ParsedEmail,
+    TooManyParts,
     decode_text,
     header_block,
     parse_bytes,
@@ -184,6 +186,8 @@ class Provider(ABC):
             raise Refused(400, "empty message")
         try:
             return await asyncio.to_thread(parse_bytes, raw, self.settings.attachment_max_bytes)
+        except TooManyParts:
+            raise Refused(413, f"too many MIME parts (at most {MAX_MIME_PARTS})") from None
         except Exception:  # the parser is lenient; whatever still fails is not a mail
             self.source.log.exception("unparsable message")
             raise Refused(422, "unparsable message", final=False) from None
