@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import mimetypes
 import secrets
-from email.utils import formataddr, parseaddr
+from email.utils import parseaddr
 from typing import Any, Literal
 
 from aiohttp import web
@@ -294,7 +294,7 @@ class EmailSource(Source):
             # Known before it is sent, so a quick answer to it already finds the thread.
             await self.threads.remember(reply.thread_key, thread, message_id)
         await mailer.send(
-            to=formataddr((context.get("name") or "", context["to"])),
+            to=str(context["to"]), to_name=context.get("name"),
             subject=reply_subject(thread.subject or context.get("subject")),
             text=reply.text, in_reply_to=context.get("message_id") or (
                 references[-1] if references else None),
