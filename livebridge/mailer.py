@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import Sequence
-from email.errors import HeaderParseError
-from email.headerregistry import Address
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -13,7 +11,7 @@ import aiosmtplib
 from livebridge.config import SMTPConfig
 from livebridge.exceptions import Permanent, Retryable
 
-__all__ = ["Mailer", "display_name"]
+__all__ = ["Mailer", "display_name", "mailbox"]
 
 
 def display_name(name: str | None) -> str:
@@ -59,8 +57,8 @@ class Mailer:
                     await client.ehlo()
                 utf8 = client.supports_extension("smtputf8")
                 msg = EmailMessage()
-                msg["From"] = _mailbox(from_name, c.sender) if from_name else c.sender
-                msg["To"] = _mailbox(to_name, _deliverable(to, utf8))
+                msg["From"] = mailbox(from_name, c.sender) if from_name else c.sender
+                msg["To"] = mailbox(to_name, _deliverable(to, utf8))
                 msg["Subject"] = display_name(subject)
                 msg["Date"] = email.utils.formatdate(localtime=False)
                 msg["Message-ID"] = message_id or self.new_message_id()
@@ -83,6 +81,8 @@ class Mailer:
             raise Retryable(f"SMTP: {exc.code} {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise Retryable(f"SMTP: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # an address with characters SMTP cannot carry
+            raise Permanent(f"cannot send to this address: {exc}") from exc
         return str(msg["Message-ID"])
 
 
@@ -103,10 +103,13 @@ def _deliverable(address: str, utf8: bool) -> str:
         raise Permanent("the address has an invalid domain") from None
 
 
-def _mailbox(name: str | None, address: str) -> Address:
-    """A header address: ``address`` (``Name <a@b>`` or bare) with a cleaned ``name``."""
-    addr_spec = email.utils.parseaddr(address)[1] or address
-    try:
-        return Address(display_name=display_name(name), addr_spec=addr_spec)
-    except (ValueError, IndexError, HeaderParseError):
-        raise Permanent("not an email address") from None
+def mailbox(name: str | None, address: str) -> str:
+    """``"Name" <address>`` for a header (``address`` may be ``Name <a@b>`` itself), the name
+    cleaned with ``display_name`` and quoted; non-ASCII (SMTPUTF8) addresses too, which the
+    standard library's ``formataddr`` and ``Address`` refuse."""
+    addr_spec = email.utils.parseaddr(address)[1] or address.strip()
+    name = display_name(name)
+    if not name:
+        return addr_spec
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{addr_spec}>'

@@ -248,9 +248,9 @@ def _addresses(msg: Message, name: str) -> list[tuple[str | None, str]]:
     try:
         for header in msg.get_all(name) or []:
             for address in getattr(header, "addresses", ()):
-                if "@" in address.addr_spec:
+                if "@" in address.addr_spec:  # raw 8-bit (UTF-8) addresses too
                     display = _unsurrogate(address.display_name).strip()
-                    found.append((display or None, address.addr_spec.lower()))
+                    found.append((display or None, _unsurrogate(address.addr_spec).lower()))
     except Exception:  # fall back to the lenient parser below
         found = []
         raw = [value for key, value in msg.raw_items() if key.lower() == name.lower()]

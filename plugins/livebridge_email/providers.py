@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import formataddr
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -19,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from livebridge import BodyError, read_body, read_multipart
+from livebridge.mailer import mailbox
 from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge_email.parse import (
     MAX_MIME_PARTS,
@@ -301,7 +301,7 @@ class Postmark(Provider):
         present = {name.lower() for name, _ in pairs}
         sender = _dict(data.get("FromFull"))
         top = {
-            "From": _mailbox(str(sender.get("Name") or data.get("FromName") or ""),
+            "From": mailbox(str(sender.get("Name") or data.get("FromName") or ""),
                              str(sender.get("Email") or data.get("From") or "")),
             "To": data.get("To"), "Cc": data.get("Cc"), "Reply-To": data.get("ReplyTo"),
             "Subject": data.get("Subject"), "Date": data.get("Date"),
@@ -415,15 +415,6 @@ class Mime(Provider):
 
 PROVIDERS: dict[str, type[Provider]] = {
     p.name: p for p in (Mailgun, SendGrid, Postmark, SES, Mime)}
-
-
-def _mailbox(name: str, address: str) -> str:
-    """``Name <address>`` for a header, an internationalized (non-ASCII) address too."""
-    try:
-        return formataddr((name, address))
-    except UnicodeEncodeError:  # formataddr refuses SMTPUTF8 addresses
-        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{quoted}" <{address}>' if name else address
 
 
 def _iso_seconds(stamp: str) -> float | None:
