@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import codecs
+import functools
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -44,6 +45,8 @@ MAX_PART_HEADERS = 16
 #: Characters of a part's ``name``.
 MAX_PART_NAME_CHARS = 256
 _DEFAULT_TIMEOUT = 60.0
+#: Multipart bodies up to this size are split on the event loop (a thread costs more).
+_INLINE_BYTES = 64 * 1024
 
 
 def text_codec(charset: str | None) -> str | None:
@@ -115,8 +118,9 @@ async def read_multipart(request: web.Request, limit: int, *, max_file: int | No
     if not 0 < len(boundary) <= 70 or not boundary.isascii():
         raise BodyError(400, "malformed multipart body", "no usable boundary")
     body = await read_body(request, limit)
-    return await asyncio.to_thread(split_multipart, body, boundary.encode(), max_parts=max_parts,
-                                   max_file=max_file, max_files=max_files)
+    split = functools.partial(split_multipart, body, boundary.encode(), max_parts=max_parts,
+                              max_file=max_file, max_files=max_files)
+    return split() if len(body) <= _INLINE_BYTES else await asyncio.to_thread(split)
 
 
 def split_multipart(body: bytes, boundary: bytes, *, max_parts: int = MAX_PARTS,

@@ -455,12 +455,12 @@ class _HTMLText:
                      for k, v in _ATTRIBUTE.findall(tag.group(2))] if name == "a" else []
             self.handle_starttag(name, attrs)
             if name in _RAW_TEXT:  # its text runs to its end tag, markup or not
-                end = re.compile(rf"</{name}[\s/>]", re.IGNORECASE).search(html, pos)
-                if end is None:
+                closing = re.compile(rf"</{name}[\s/>]", re.IGNORECASE).search(html, pos)
+                if closing is None:
                     return
                 if name == "textarea":
-                    self.handle_data(html_lib.unescape(html[pos:end.start()]))
-                pos = end.start()
+                    self.handle_data(html_lib.unescape(html[pos:closing.start()]))
+                pos = closing.start()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP:
