@@ -17,9 +17,17 @@ from livebridge.exceptions import (
     Retryable,
     StoreUnavailable,
 )
-from livebridge.forms import BodyError, FormPart, read_body, read_multipart, text_codec
+from livebridge.forms import (
+    BodyError,
+    FormPart,
+    read_body,
+    read_multipart,
+    split_multipart,
+    text_codec,
+)
 from livebridge.hookspecs import hookimpl
 from livebridge.http import parse_retry_after
+from livebridge.mailer import display_name, mailbox
 from livebridge.markup import TextStyle, markdown_to_html, markdown_to_text, render
 from livebridge.metrics import Metrics
 from livebridge.model import Attachment, InboundMessage, OutboundReply, Sender
@@ -58,9 +66,11 @@ __all__ = [
     "SourceSettings",
     "StoreUnavailable",
     "TextStyle",
+    "display_name",
     "equal",
     "hmac_sha256_hex",
     "hookimpl",
+    "mailbox",
     "markdown_to_html",
     "markdown_to_text",
     "normalize_phone",
@@ -68,6 +78,7 @@ __all__ = [
     "read_body",
     "read_multipart",
     "render",
+    "split_multipart",
     "text_codec",
     "timestamp_problem",
     "valid_email",

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from livebridge.config import Config
 from livebridge.delivery import Dispatcher
 from livebridge.exceptions import ConfigError, Overloaded
+from livebridge.forms import BODY_TIMEOUT
 from livebridge.livedesk.client import LivedeskClient, TokenBucket
 from livebridge.livedesk.emulator import Emulator
 from livebridge.livedesk.sink import LivedeskSink
@@ -267,6 +268,7 @@ def create_app(config: Config, pm: pluggy.PluginManager) -> web.Application:
     daemon = Daemon(config, pm)
     app[CONFIG] = config
     app[DAEMON] = daemon
+    app[BODY_TIMEOUT] = config.server.body_timeout
     app.cleanup_ctx.append(daemon.lifecycle)
     app.router.add_get("/", _index)
     app.router.add_get("/healthz", _healthz)

@@ -63,7 +63,10 @@ class ServerConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    #: Cap on bodies the server reads itself (routes whose source has no cap of its own).
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    #: Time allowed to read a whole request body; past it the request is answered 408.
+    body_timeout: Duration = Field(default=60.0, gt=0)
 
 
 class LivedeskConfig(_Section):

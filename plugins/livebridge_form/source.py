@@ -17,7 +17,6 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from email.utils import formataddr
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -420,7 +419,7 @@ class FormSource(Source):
         if not to:
             raise ReplyNotSupported("the customer left no email address")
         name = " ".join(str(reply.reply_context.get("name") or "").split())
-        await mailer.send(to=formataddr((name, str(to))) if name else str(to),
+        await mailer.send(to=str(to), to_name=name,
                           subject=f"Re: your message to {self.settings.title}",
                           text=reply.text, from_name=reply.agent_name)
 
