@@ -20,7 +20,7 @@ __all__ = ["STYLE_HASH", "FieldError", "form_page", "thanks_page"]
 _STYLE = """
 *{box-sizing:border-box}
 body{margin:0;background:#f4f5f7;color:#1d2330;font:16px/1.5 system-ui,-apple-system,
-"Segoe UI",Roboto,sans-serif}
+"Segoe UI",Roboto,"Hiragino Sans","Noto Sans JP","Yu Gothic UI",Meiryo,sans-serif}
 main{max-width:34rem;margin:3rem auto;padding:2rem;background:#fff;border:1px solid #dde1e7;
 border-radius:8px}
 h1{margin:0 0 .5rem;font-size:1.6rem}
@@ -42,10 +42,11 @@ a{color:#1f5fbf}
 .summary h2{margin:0 0 .5rem;font-size:1.2rem}
 .summary ul{margin:0;padding-left:1.25rem}
 .summary a{color:#b3261e;font-weight:600}
+.group{margin-bottom:1rem;padding:.75rem 1rem 0;border:1px solid #dde1e7;border-radius:6px}
+.group>.hint{margin:0 0 .75rem}
 .invalid{padding-left:.9rem;border-left:4px solid #b3261e}
 .error{margin:.25rem 0;color:#b3261e;font-weight:600}
 [aria-invalid=true]{border:2px solid #b3261e}
-.group{margin-bottom:1rem}
 .vh{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 .hp{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}
 """
