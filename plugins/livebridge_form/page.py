@@ -151,7 +151,7 @@ def _summary(texts: Texts, errors: Mapping[str, FieldError], problem: str | None
     if problem is not None:
         items.append(f"<li>{_say(texts, problem)}</li>")
     return (
-        '<div class="summary" role="alert" tabindex="-1" autofocus'
+        '<div id="summary" class="summary" role="alert" tabindex="-1" autofocus'
         ' aria-labelledby="summary-title">\n'
         f'<h2 id="summary-title">{_say(texts, "summary")}</h2>\n'
         f'<ul>\n{"".join(items)}\n</ul>\n</div>\n'

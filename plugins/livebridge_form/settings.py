@@ -88,7 +88,7 @@ class FormSettings(SourceSettings):
     #: Take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it).
     trust_forwarded_for: bool = False
     #: The pages' language: ``auto`` follows the browser's ``Accept-Language`` (else ``en``).
-    language: Literal["auto"] | Language = "auto"
+    language: Literal["auto", Language] = "auto"
     #: Per-language overrides of the pages' texts: ``{ja: {submit: 送信}}``.
     texts: dict[Language, Texts] = Field(default_factory=dict)
 
