@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from livebridge import SourceSettings
 from livebridge.config import Duration
-from livebridge_form.texts import TEXTS, Language, Texts
+from livebridge_form.texts import TEXTS, Language, TextOverrides, Texts
 
 __all__ = ["FIELD_KEYS", "FieldNames", "FormSettings", "origin_of"]
 
@@ -90,7 +90,7 @@ class FormSettings(SourceSettings):
     #: The pages' language: ``auto`` follows the browser's ``Accept-Language`` (else ``en``).
     language: Literal["auto", Language] = "auto"
     #: Per-language overrides of the pages' texts: ``{ja: {submit: 送信}}``.
-    texts: dict[Language, Texts] = Field(default_factory=dict)
+    texts: TextOverrides = Field(default_factory=TextOverrides)
 
     @field_validator("path")
     @classmethod
@@ -167,10 +167,9 @@ class FormSettings(SourceSettings):
 
     def texts_for(self, language: Language) -> Texts:
         """The texts in ``language``: built-in, then ``title``, then ``texts`` overrides."""
-        override = self.texts.get(language)
         return TEXTS[language].model_copy(update={
             **({"title": self.title} if "title" in self.model_fields_set else {}),
-            **(override.model_dump(exclude_unset=True) if override else {}),
+            **self.texts.changes(language),
         })
 
     @property

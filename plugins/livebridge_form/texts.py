@@ -8,11 +8,11 @@ Each text can be overridden per language in ``bridge.yaml`` (``texts: {ja: {subm
 from __future__ import annotations
 
 from string import Formatter
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
-__all__ = ["LANGUAGES", "TEXTS", "Language", "Texts", "negotiate"]
+__all__ = ["LANGUAGES", "TEXTS", "Language", "TextOverrides", "Texts", "negotiate"]
 
 Language = Literal["en", "ja"]
 #: The languages the form speaks; the first is the fallback.
@@ -85,6 +85,29 @@ class Texts(BaseModel):
     def fill(self, key: str, **values: str) -> str:
         """Text ``key`` with its placeholders filled in."""
         return str(getattr(self, key)).format(**values)
+
+
+class TextOverrides(BaseModel):
+    """The ``texts:`` setting: for each language, the texts to change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    en: Texts | None = None
+    ja: Texts | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_languages(cls, data: Any) -> Any:
+        unknown = [key for key in data if key not in LANGUAGES] if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(f"unknown language {unknown[0]!r} (the form speaks "
+                             f"{', '.join(LANGUAGES)})")
+        return data
+
+    def changes(self, language: Language) -> dict[str, str]:
+        """The texts changed in ``language``."""
+        texts: Texts | None = getattr(self, language)
+        return texts.model_dump(exclude_unset=True) if texts else {}
 
 
 TEXTS: dict[Language, Texts] = {

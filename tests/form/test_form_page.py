@@ -193,8 +193,9 @@ def test_negotiation_follows_q_values() -> None:
 
 
 def test_every_language_has_every_text() -> None:
-    from livebridge_form.texts import LANGUAGES, TEXTS, Texts
-    assert set(TEXTS) == set(LANGUAGES) and "en" in LANGUAGES
+    from livebridge_form.texts import LANGUAGES, TEXTS, TextOverrides, Texts
+    assert set(TEXTS) == set(LANGUAGES) == set(TextOverrides.model_fields)
+    assert LANGUAGES[0] == "en"  # the fallback
     for language, texts in TEXTS.items():
         if language != "en":
             assert texts.model_fields_set == set(Texts.model_fields), language
@@ -241,8 +242,11 @@ async def test_a_fixed_language_and_overridden_texts(start_form: Any) -> None:
 
 @pytest.mark.parametrize(("settings", "where"), [
     ({"language": "fr"}, "sources[0].language: Input should be 'auto', 'en' or 'ja'"),
-    ({"texts": {"fr": {"submit": "Envoyer"}}}, "sources[0].texts.fr.[key]: Input should be"),
-    ({"texts": {"ja": {"sumbit": "送信"}}}, "sources[0].texts.ja.sumbit: unknown key"),
+    ({"texts": {"fr": {"submit": "Envoyer"}}},
+     "sources[0].texts: unknown language 'fr' (the form speaks en, ja)"),
+    ({"texts": {"ja": {"sumbit": "送信"}}},
+     "sources[0].texts.ja.sumbit: unknown key; did you mean submit?"),
+    ({"texts": ["submit"]}, "sources[0].texts: "),
     ({"texts": {"ja": {"thanks_body": "{name}様"}}},
      "sources[0].texts.ja.thanks_body: unknown placeholder {name} (this text can use: {title})"),
     ({"texts": {"en": {"submit": "Send {"}}}, "sources[0].texts.en.submit: unmatched '{'"),
