@@ -90,13 +90,13 @@ def _error(texts: Texts, ident: str, error: FieldError) -> str:
 
 
 def _field(settings: FormSettings, texts: Texts, key: str, value: str,
-           error: FieldError | None, *, required: bool, optional: bool,
-           group: list[str] | None = None) -> str:
+           error: FieldError | None, group: list[str] | None = None) -> str:
     """One labelled control with its hint and inline ``error``; ``group``: the ids of the
     hint (and error) its group of alternatives shows once for all of them."""
     fid = f"f-{key}"
+    required = (key,) in settings.required_groups
     label = _say(texts, f"label_{key}")
-    if optional:
+    if not required and group is None:
         label += f' <span class="opt">{_say(texts, "optional")}</span>'
     described, extra = list(group or []), ""
     if key == "phone":
@@ -133,8 +133,8 @@ def _group(settings: FormSettings, texts: Texts, group: tuple[str, ...], members
         head += _error(texts, f"{gid}-error", shared)
         ids.append(f"{gid}-error")
     fields = "\n".join(
-        _field(settings, texts, k, values.get(k, ""), None if errors.get(k) == shared
-               else errors.get(k), required=False, optional=False, group=ids)
+        _field(settings, texts, k, values.get(k, ""),
+               None if errors.get(k) == shared else errors.get(k), ids)
         for k in members)
     css = "group invalid" if shared is not None else "group"
     return f'<div class="{css}">\n{head}{fields}\n</div>'
@@ -170,7 +170,6 @@ def form_page(settings: FormSettings, texts: Texts, language: str, token: str, *
     A required field is marked ``required``; alternatives (``email|phone``) are grouped
     under a hint instead, and an error about them is shown once, at the group."""
     values, errors = values or {}, errors or {}
-    singles = {group[0] for group in settings.required_groups if len(group) == 1}
     rows, placed = [], set()
     for key in FIELD_KEYS:
         if key in placed:
@@ -178,8 +177,7 @@ def form_page(settings: FormSettings, texts: Texts, language: str, token: str, *
         group = next((g for g in settings.required_groups if len(g) > 1 and key in g), None)
         if group is None:
             placed.add(key)
-            rows.append(_field(settings, texts, key, values.get(key, ""), errors.get(key),
-                               required=key in singles, optional=key not in singles))
+            rows.append(_field(settings, texts, key, values.get(key, ""), errors.get(key)))
             continue
         members = [k for k in FIELD_KEYS if k in group and k not in placed]
         placed.update(members)

@@ -78,17 +78,15 @@ _CORS_ALLOW = {
 
 class _Refused(Exception):
     """A refusal: ``reason`` and ``fields`` (posted name → reason) for the log and JSON;
-    ``invalid`` (field key → error) and ``problem`` (a ``Texts`` key) for the page."""
+    ``invalid`` (field key → error) for the page."""
 
     def __init__(self, status: int, reason: str, fields: dict[str, str] | None = None, *,
-                 invalid: dict[str, FieldError] | None = None, problem: str | None = None
-                 ) -> None:
+                 invalid: dict[str, FieldError] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.fields = fields
         self.invalid = invalid or {}
-        self.problem = problem
 
 
 @dataclass
@@ -343,7 +341,7 @@ class FormSource(Source):
                                headers=headers)
         if not html:
             return response
-        problem = refused.problem or _PROBLEMS.get(refused.status, "refused_unreadable")
+        problem = _PROBLEMS.get(refused.status, "refused_unreadable")
         values = {key: posted.first(name) for key, name in self._names.items()} if posted else {}
         language, texts = self._language(request)
         page = form_page(self.settings, texts, language, secrets.token_hex(16), values=values,
@@ -414,7 +412,7 @@ class FormSource(Source):
                 for key in group:
                     errors.setdefault(key, FieldError(text, group))
         if not any(value.values()) and not extras and not posted.files:
-            raise _Refused(400, "empty form", invalid=errors, problem="refused_empty")
+            raise _Refused(400, "empty form", invalid=errors)
         if errors:
             raise _Refused(422, "invalid fields",
                            {names[key]: _reason(error) for key, error in errors.items()},

@@ -55,7 +55,6 @@ class Texts(BaseModel):
     error_phone: str = "Enter a phone number in international format, like +44 20 7946 0000"
     error_name_too_long: str = "Name must be 200 characters or fewer"
     #: Refusals that are not about one field.
-    refused_empty: str = "Fill in the form before sending it"
     refused_origin: str = "This form can only be sent from its own page. Please send it here."
     refused_rate: str = ("You have sent several messages in a short time. "
                          "Please wait a while and try again.")
@@ -136,7 +135,6 @@ TEXTS: dict[Language, Texts] = {
         error_email="メールアドレスを正しい形式でご入力ください（例：name@example.com）",
         error_phone="電話番号を国際電話番号の形式でご入力ください（例：+81 3 1234 5678）",
         error_name_too_long="お名前は200文字以内でご入力ください",
-        refused_empty="フォームにご入力のうえ、送信してください",
         refused_origin="このフォームは、こちらのページからのみ送信できます。お手数ですが、"
                        "このページから送信してください。",
         refused_rate="短時間に多くのメッセージが送信されました。しばらく時間をおいてから、"

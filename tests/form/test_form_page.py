@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from livebridge import InboundMessage, StoreUnavailable, hookimpl
 from livebridge.exceptions import ConfigError
 from livebridge.testing import build_config
 
@@ -151,6 +152,24 @@ async def test_other_refusals_are_told_in_a_sentence(
     assert sentence in page.texts["summary"]
     assert str(status) not in text
     assert page.find("form")  # the form is there to try again
+
+
+async def test_when_busy_the_message_typed_is_kept(start_form: Any,
+                                                   nothing_stored: Any) -> None:
+    class Unavailable:
+        @hookimpl
+        def livebridge_inbound_message(self, message: InboundMessage) -> None:
+            raise StoreUnavailable("redis is down")
+
+    bridge = await start_form(plugins=(Unavailable(),))
+    resp = await bridge.client.post("/form", data=ANN, headers={"Accept-Language": "ja"})
+    assert (resp.status, resp.headers["Retry-After"]) == (503, "10")
+    text = await resp.text()
+    page = Page(text)
+    assert "ただいまメッセージを受け付けることができません" in page.texts["summary"]
+    assert page.texts["f-message"] == "hello" and page.by_id("f-email")["value"] == ANN["email"]
+    assert "redis" not in text and "503" not in text
+    await nothing_stored(bridge)
 
 
 # --- required ------------------------------------------------------------------------------
