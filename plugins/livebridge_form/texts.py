@@ -146,7 +146,8 @@ TEXTS: dict[Language, Texts] = {
                      "数分後にもう一度お試しください。",
         thanks_title="送信完了：{title}",
         thanks_heading="お問い合わせありがとうございます",
-        thanks_body="{title}へのメッセージを送信しました。担当者より折り返しご連絡いたします。",
+        thanks_body="お問い合わせを受け付けました。内容を確認のうえ、担当者より折り返し"
+                    "ご連絡いたします。",
         thanks_again="別のメッセージを送る",
     ),
 }
