@@ -265,7 +265,7 @@ async def test_a_fixed_language_and_overridden_texts(start_form: Any) -> None:
      "sources[0].texts: unknown language 'fr' (the form speaks en, ja)"),
     ({"texts": {"ja": {"sumbit": "送信"}}},
      "sources[0].texts.ja.sumbit: unknown key; did you mean submit?"),
-    ({"texts": ["submit"]}, "sources[0].texts: "),
+    ({"texts": ["submit"]}, "sources[0].texts: Input should be a valid dictionary"),
     ({"texts": {"ja": {"thanks_body": "{name}様"}}},
      "sources[0].texts.ja.thanks_body: unknown placeholder {name} (this text can use: {title})"),
     ({"texts": {"en": {"submit": "Send {"}}}, "sources[0].texts.en.submit: unmatched '{'"),
