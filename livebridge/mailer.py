@@ -10,6 +10,7 @@ import aiosmtplib
 
 from livebridge.config import SMTPConfig
 from livebridge.exceptions import Permanent, Retryable
+from livebridge.model import Attachment
 
 __all__ = ["Mailer"]
 
@@ -29,8 +30,10 @@ class Mailer:
         self, *, to: str, subject: str, text: str, in_reply_to: str | None = None,
         references: Sequence[str] = (), reply_to: str | None = None,
         message_id: str | None = None, from_name: str | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> str:
-        """Send a plain-text mail; return its Message-ID.
+        """Send a plain-text mail, with ``attachments`` (those with bytes) as MIME parts;
+        return its Message-ID.
 
         Raises ``Retryable`` for connection trouble and 4xx SMTP answers, ``Permanent`` for
         5xx answers (a refused recipient, say).
@@ -49,6 +52,11 @@ class Mailer:
         if reply_to:
             msg["Reply-To"] = reply_to
         msg.set_content(text)
+        for a in attachments:
+            if a.data is not None:
+                maintype, _, subtype = a.content_type.partition("/")
+                msg.add_attachment(a.data, maintype=maintype, filename=a.name,
+                                   subtype=subtype or "octet-stream")
         try:
             await aiosmtplib.send(
                 msg, hostname=c.host, port=c.port,
