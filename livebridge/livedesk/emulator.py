@@ -940,7 +940,7 @@ class Emulator:
         name = name.replace("/", "_") or "file"
         attachment_id = self.state.add_attachment(data, content_type)
         path = request.app.router["file"].url_for(id=str(attachment_id), name=name)
-        url = str(request.url.origin().join(path))
+        url = str(request.url.origin().with_path(path.path))
         major = content_type.split("/", 1)[0]
         file_type = major if major in ("image", "audio", "video") else "file"
         return {

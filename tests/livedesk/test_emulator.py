@@ -14,10 +14,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
+from yarl import URL
 
 from livebridge.livedesk.emulator import EMULATOR, Emulator, Faults
 
@@ -868,3 +870,105 @@ async def test_one_emulator_served_by_two_apps_at_once(
     await emulator.agent_reply(conversation["id"], "still delivered")
     _, body = received.get_nowait()
     assert json.loads(body)["content"] == "still delivered"
+
+
+# -- files, edits, deletions and templates ---------------------------------------------------
+
+PUSH_EVENT_KEYS = {"id", "message_id", "file_type", "account_id", "extension", "data_url",
+                   "thumb_url", "file_size", "width", "height"}
+PDF = b"%PDF-1.4\n%%EOF\n"
+
+
+async def test_files_go_out_in_webhooks_as_chatwoot_shapes_them_and_are_served(
+    aiohttp_client: AiohttpClient, emulator: Emulator, receiver: tuple[TestServer, Received]
+) -> None:
+    server, received = receiver
+    emulator.webhook_url = str(server.make_url("/hook"))
+    parent = web.Application()
+    parent.add_subapp("/emulator/", emulator.app())  # as the daemon mounts it
+    client = await aiohttp_client(parent)
+    conversation = await new_conversation(await aiohttp_client(emulator.app()), name="Files")
+    cid = conversation["id"]
+
+    await client.post(f"/emulator/_emulator/conversations/{cid}/reply", json={"content": "hi"})
+    event = json.loads(received.get_nowait()[1])
+    assert "attachments" not in event  # Chatwoot omits the key when there are no files
+
+    # An agent's file-only reply through the API: multipart, outgoing, no content.
+    form = aiohttp.FormData({"message_type": "outgoing"})
+    form.add_field("attachments[]", PDF, filename="invoice-42.pdf",
+                   content_type="application/pdf")
+    response = await client.post(f"/emulator{CONVERSATIONS}/{cid}/messages", data=form,
+                                 headers=AUTH)
+    assert response.status == 200, await response.text()
+    message = await response.json()
+    event = json.loads((await asyncio.wait_for(received.get(), timeout=5))[1])
+    assert (event["id"], event["content"], event["message_type"]) == (
+        message["id"], None, "outgoing")
+    [attachment] = event["attachments"]
+    assert set(attachment) == PUSH_EVENT_KEYS
+    assert (attachment["message_id"], attachment["file_type"], attachment["extension"],
+            attachment["file_size"]) == (message["id"], "file", "pdf", len(PDF))
+    url = URL(attachment["data_url"])
+    assert url.is_absolute() and url.path == "/emulator/_emulator/files/1/invoice-42.pdf"
+    served = await client.get(url.path_qs)  # no credentials, like a signed blob URL
+    assert (served.status, served.content_type, await served.read()) == (
+        200, "application/pdf", PDF)
+    assert (await client.get("/emulator/_emulator/files/2/x.pdf")).status == 404
+
+
+async def test_the_page_reply_takes_base64_files(client: Client, emulator: Emulator) -> None:
+    cid = (await new_conversation(client, name="Page"))["id"]
+    url = f"/_emulator/conversations/{cid}/reply"
+    png = {"name": "my shot.png", "content_type": "image/png",
+           "data": base64.b64encode(b"\x89PNG").decode()}
+    response = await client.post(url, json={"content": "", "attachments": [png]})
+    assert response.status == 200, await response.text()
+    [attachment] = (await response.json())["attachments"]
+    assert (attachment["file_type"], attachment["thumb_url"]) == ("image",
+                                                                  attachment["data_url"])
+    assert emulator.state.attachments == [b"\x89PNG"]
+    assert attachment["data_url"].endswith("/_emulator/files/1/my%20shot.png")
+    served = await client.get(URL(attachment["data_url"]).path_qs)
+    assert (served.content_type, await served.read()) == ("image/png", b"\x89PNG")
+    for files in ([{**png, "data": "not base64!"}], [{"data": "AAAA"}], "x"):
+        response = await client.post(url, json={"content": "x", "attachments": files})
+        assert response.status == 422, files
+    response = await client.post(url, json={"content": " "})
+    assert response.status == 422  # no text and no file
+    response = await client.post(url, data={"content": "x"})
+    assert response.status == 415  # JSON only, as every admin endpoint
+
+
+async def test_edits_deletions_and_templates_send_their_events(
+    client: Client, emulator: Emulator, receiver: tuple[TestServer, Received]
+) -> None:
+    server, received = receiver
+    emulator.webhook_url = str(server.make_url("/hook"))
+    cid = (await new_conversation(client, name="Edits"))["id"]
+    response = await client.post(f"/_emulator/conversations/{cid}/template",
+                                 json={"content": "We are away."})
+    template = await response.json()
+    event = json.loads(received.get_nowait()[1])
+    assert (event["event"], event["id"], event["message_type"], event["sender"]) == (
+        "message_created", template["id"], "template", None)
+
+    reply = await emulator.agent_reply(cid, "It ships today.")
+    received.get_nowait()
+    response = await client.post(f"/_emulator/messages/{reply['id']}/edit",
+                                 json={"content": "It ships tomorrow."})
+    assert response.status == 200
+    event = json.loads(received.get_nowait()[1])
+    assert (event["event"], event["id"], event["content"], event["message_type"]) == (
+        "message_updated", reply["id"], "It ships tomorrow.", "outgoing")
+    response = await client.post(f"/_emulator/messages/{reply['id']}/delete", json={})
+    assert response.status == 200
+    event = json.loads(received.get_nowait()[1])
+    assert (event["event"], event["content"], event["content_attributes"]) == (
+        "message_updated", "This message was deleted", {"deleted": True})
+    assert (await client.post("/_emulator/messages/99999/delete", json={})).status == 404
+    page = await (await client.get("/")).text()
+    assert 'type="file" name="attachments"' in page
+    assert f'action="_emulator/conversations/{cid}/template"' in page
+    assert f'action="_emulator/messages/{template["id"]}/edit"' in page
+    assert f'action="_emulator/messages/{reply["id"]}/delete"' not in page  # deleted already
