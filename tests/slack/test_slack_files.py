@@ -164,8 +164,8 @@ async def test_an_agents_edit_and_delete_reach_slack(start: Start, slack: FakeSl
 @pytest.mark.parametrize("forward", [True, False])
 async def test_template_messages_are_forwarded_unless_turned_off(
         make_bridge: Any, server: Any, slack: FakeSlack, forward: bool) -> None:
-    bridge = await make_bridge({"sources": [source_settings(server)],
-                                "livedesk": {"forward_templates": forward}})
+    livedesk = {} if forward else {"forward_templates": False}  # forwarded by default
+    bridge = await make_bridge({"sources": [source_settings(server)], "livedesk": livedesk})
     cid = await conversation(bridge)
     # The emulator returns once its webhook was answered, so the reply is queued by then.
     await admin(bridge, f"conversations/{cid}/template", {"content": "We are away."})
