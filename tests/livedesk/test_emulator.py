@@ -8,6 +8,8 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
+import shutil
 import socket
 import time
 import uuid
@@ -972,3 +974,58 @@ async def test_edits_deletions_and_templates_send_their_events(
     assert f'action="_emulator/conversations/{cid}/template"' in page
     assert f'action="_emulator/messages/{template["id"]}/edit"' in page
     assert f'action="_emulator/messages/{reply["id"]}/delete"' not in page  # deleted already
+
+
+@pytest.mark.browser
+async def test_on_the_page_an_agent_attaches_a_file_sends_a_template_edits_and_deletes(
+    aiohttp_server: AiohttpServer, emulator: Emulator
+) -> None:
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(executable, os.X_OK):
+        pytest.skip("no Chromium: install Debian's chromium (see .ci/run)")
+    async_api = pytest.importorskip("playwright.async_api")
+    expect = async_api.expect
+    server = await aiohttp_server(emulator.app())
+    async with aiohttp.ClientSession(base_url=str(server.make_url("/"))) as http:
+        async with http.post(CONTACTS, json={"inbox_id": INBOX, "name": "Pat"},
+                             headers=AUTH) as response:
+            contact = (await response.json())["payload"]["contact"]
+        async with http.post(CONVERSATIONS, json={"inbox_id": INBOX, "contact_id": contact["id"]},
+                             headers=AUTH) as response:
+            cid = (await response.json())["id"]
+    state = emulator.state
+
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = await browser.new_page()
+            page.on("dialog", lambda dialog: dialog.accept())
+            await page.goto(str(server.make_url("/")))
+            status = page.get_by_role("status")
+            section = page.get_by_role("region", name=f"Conversation {cid} (open)")
+            await section.get_by_label("Attach files").set_input_files(
+                files=[{"name": "invoice.pdf", "mimeType": "application/pdf", "buffer": PDF}])
+            await section.get_by_role("button", name="Send reply").click()  # file only
+            await expect(status).to_have_text(f"Reply to conversation {cid}: done.")
+            [reply] = state.messages_in(cid)
+            assert reply["content"] is None
+            assert [(a["name"], a["content_type"]) for a in reply["attachments"]] == [
+                ("invoice.pdf", "application/pdf")]
+            assert state.attachments == [PDF]
+            await expect(section.get_by_role("link", name="invoice.pdf")).to_be_visible()
+
+            await section.get_by_role("button", name="Send template message").click()
+            await expect(status).to_have_text(f"Template message in conversation {cid}: done.")
+            template = state.messages_in(cid)[-1]
+            assert template["message_type"] == 3 and template["sender"] is None
+
+            await section.get_by_label(f"New text of message {template['id']}").fill("Back soon")
+            await section.get_by_role("button", name="Edit").last.click()
+            await expect(status).to_have_text(f"Edit message {template['id']}: done.")
+            assert state.messages[template["id"]]["content"] == "Back soon"
+            await section.get_by_role("button", name="Delete", exact=True).first.click()
+            await expect(status).to_have_text(f"Delete message {reply['id']}: done.")
+            assert state.messages[reply["id"]]["content_attributes"] == {"deleted": True}
+        finally:
+            await browser.close()
