@@ -52,7 +52,7 @@ async def fetch_file(session: aiohttp.ClientSession, url: str, limit: int, *,
                     raise FileError(f"over the {limit}-byte limit")
             kind = response.headers.get("Content-Type")
             return bytes(data), kind.split(";")[0].strip() if kind else None
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:  # InvalidURL is a ClientError
         raise FileError(type(exc).__name__) from exc
 
 
