@@ -17,6 +17,7 @@ from livebridge.exceptions import (
     Retryable,
     StoreUnavailable,
 )
+from livebridge.files import FileError, fetch_file
 from livebridge.forms import (
     BodyError,
     FormPart,
@@ -49,6 +50,7 @@ __all__ = [
     "Busy",
     "ConfigError",
     "Duration",
+    "FileError",
     "FormPart",
     "InboundMessage",
     "LivebridgeError",
@@ -68,6 +70,7 @@ __all__ = [
     "TextStyle",
     "display_name",
     "equal",
+    "fetch_file",
     "hmac_sha256_hex",
     "hookimpl",
     "mailbox",

@@ -157,7 +157,8 @@ class Daemon(Bridge):
                 log.warning(_EMULATED_WARNING, emulator_api=self.livedesk_url,
                             emulator_page="/emulator/")
             self.sink = LivedeskSink(self._client(), self.store, self._inbox_id(), self.notify,
-                                     settle=2 * self.config.livedesk.timeout)
+                                     settle=2 * self.config.livedesk.timeout,
+                                     sources=self.sources)
             self.dispatcher = Dispatcher(
                 self.store, {"inbound": self._deliver_inbound, "reply": self._deliver_reply},
                 self.config.delivery, self.metrics,

@@ -82,6 +82,10 @@ class LivedeskConfig(_Section):
     webhook_max_age: Duration = 300.0
     #: Take unsigned webhooks from a real Livedesk (only behind a proxy that guards the path).
     allow_unsigned_webhooks: bool = False
+    #: Send template messages (out-of-office, CSAT) to customers like agents' replies.
+    forward_templates: bool = True
+    #: An agent's file larger than this reaches the customer as a link, not as a file.
+    max_reply_file_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
 
     @model_validator(mode="after")
     def _credentials_with_url(self) -> LivedeskConfig:

@@ -10,6 +10,7 @@ import aiosmtplib
 
 from livebridge.config import SMTPConfig
 from livebridge.exceptions import Permanent, Retryable
+from livebridge.model import Attachment
 
 __all__ = ["Mailer", "display_name", "mailbox"]
 
@@ -35,10 +36,10 @@ class Mailer:
         self, *, to: str, subject: str, text: str, to_name: str | None = None,
         in_reply_to: str | None = None, references: Sequence[str] = (),
         reply_to: str | None = None, message_id: str | None = None,
-        from_name: str | None = None,
+        from_name: str | None = None, attachments: Sequence[Attachment] = (),
     ) -> str:
-        """Send a plain-text mail to the address ``to`` (named ``to_name``); return its
-        Message-ID.
+        """Send a plain-text mail to the address ``to`` (named ``to_name``), with
+        ``attachments`` (those with bytes) as MIME parts; return its Message-ID.
 
         A non-ASCII address goes out with SMTPUTF8 when the server offers it, else with its
         domain IDNA-encoded (a non-ASCII local part then cannot be sent: ``Permanent``).
@@ -69,6 +70,11 @@ class Mailer:
                 if reply_to:
                     msg["Reply-To"] = reply_to
                 msg.set_content(text)
+                for a in attachments:
+                    if a.data is not None:
+                        maintype, _, subtype = a.content_type.partition("/")
+                        msg.add_attachment(a.data, maintype=maintype, filename=a.name,
+                                           subtype=subtype or "octet-stream")
                 await client.send_message(msg)
         except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient was refused
             answers = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)

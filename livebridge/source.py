@@ -15,12 +15,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from typing_extensions import TypeVar
 
 from livebridge.exceptions import Busy, Refused, ReplyNotSupported
+from livebridge.files import ReplyFiles, fetch_reply_files
 from livebridge.http import reject
-from livebridge.model import InboundMessage, OutboundReply
+from livebridge.model import Attachment, InboundMessage, OutboundReply
 
 if TYPE_CHECKING:
     import aiohttp
 
+    from livebridge.config import Config
     from livebridge.mailer import Mailer
     from livebridge.metrics import Metrics
     from livebridge.store import Store
@@ -95,6 +97,13 @@ class Bridge(ABC):
     metrics: Metrics
     #: Sends mail when the ``smtp:`` section is configured, else None.
     mailer: Mailer | None
+    config: Config
+
+    async def reply_files(self, reply: OutboundReply) -> ReplyFiles:
+        """Fetch an agent's reply files from Livedesk (``livedesk.max_reply_file_bytes`` each,
+        over the shared session): those fetched, and the reply's text listing the others."""
+        return await fetch_reply_files(self.http, reply,
+                                       self.config.livedesk.max_reply_file_bytes)
 
     @abstractmethod
     async def accept(self, message: InboundMessage, source: Source) -> AcceptResult:
@@ -171,10 +180,23 @@ class Source(Generic[SettingsT]):
     async def stop(self) -> None:
         """Stop what ``start`` started."""
 
+    #: Whether ``send_reply`` takes ``edit`` and ``delete`` replies (else they are logged,
+    #: counted and dropped at the webhook: a mail cannot be unsent).
+    edits_replies: ClassVar[bool] = False
+
     async def send_reply(self, reply: OutboundReply) -> None:
         """Send an agent's reply back to the customer. Raise ``ReplyNotSupported`` if the
-        source cannot; raise ``livebridge.Retryable`` for trouble worth retrying."""
+        source cannot; raise ``livebridge.Retryable`` for trouble worth retrying.
+
+        ``reply.attachments`` carry no bytes: ``self.bridge.reply_files(reply)`` fetches them.
+        """
         raise ReplyNotSupported(f"source {self.name!r} ({self.type_name}) cannot send replies")
+
+    async def fetch_attachments(self, message: InboundMessage) -> list[Attachment]:
+        """The message's attachments just before delivery, with the bytes of those this
+        source fetches late (by ``fetch_ref``); as they are by default. Never raises: a file
+        that cannot be fetched stays a link."""
+        return message.attachments
 
     def describe(self) -> Mapping[str, Any]:
         """A short summary for ``livebridge plugins`` and the start-up log."""

@@ -13,9 +13,10 @@ import structlog
 from aiohttp import web
 
 from livebridge.exceptions import Overloaded, ReplyNotSupported, StoreUnavailable
+from livebridge.files import guess_type, name_of
 from livebridge.forms import BodyError, read_body
 from livebridge.http import reject
-from livebridge.model import OutboundReply
+from livebridge.model import Attachment, OutboundReply, ReplyAction
 from livebridge.plugins import call_chain
 from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 
@@ -50,9 +51,41 @@ def verify_webhook(secret: str, headers: Any, body: bytes, max_age: float,
     return None
 
 
+#: ``message_type`` values (string or number) of what agents and automations send: an
+#: outgoing message or a template (out-of-office, CSAT).
+_SENT_TYPES = ("outgoing", 1, "template", 3)
+
+
 def _is_agent_reply(event: dict[str, Any]) -> bool:
-    outgoing = event.get("message_type") in ("outgoing", 1)
-    return event.get("event") == "message_created" and outgoing and not event.get("private")
+    """An agent's (or automation's) public message, created or later edited or deleted."""
+    sent = event.get("message_type") in _SENT_TYPES
+    created_or_updated = event.get("event") in ("message_created", "message_updated")
+    return created_or_updated and sent and not event.get("private")
+
+
+def _attachments_of(event: dict[str, Any]) -> list[Attachment]:
+    """Chatwoot's ``attachments`` (``Attachment#push_event_data``) as links to fetch; entries
+    without a ``data_url`` (locations, contact cards) are skipped."""
+    found = event.get("attachments")
+    attachments = []
+    for item in found if isinstance(found, list) else []:
+        url = item.get("data_url") if isinstance(item, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            continue
+        size = item.get("file_size")
+        name = name_of(url)
+        attachments.append(Attachment(
+            name=name, content_type=guess_type(name), url=url,
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None))
+    return attachments
+
+
+def _action_of(event: dict[str, Any]) -> ReplyAction:
+    if event.get("event") != "message_updated":
+        return "send"
+    attributes = event.get("content_attributes")
+    deleted = isinstance(attributes, dict) and attributes.get("deleted") is True
+    return "delete" if deleted else "edit"
 
 
 def _positive_int(value: Any) -> int:
@@ -111,7 +144,7 @@ class ReplyRouter:
             if kept is None:
                 return web.json_response({"ignored": "dropped by a plugin hook"})
             stored = await daemon.enqueue(
-                "reply", kept.source, f"reply:{kept.livedesk_message_id}",
+                "reply", kept.source, kept.dedupe_key,
                 f"reply\x1f{kept.source}\x1f{kept.thread_key}", kept.model_dump_json(),
             )
         except (Overloaded, StoreUnavailable) as exc:
@@ -120,9 +153,26 @@ class ReplyRouter:
 
     async def _reply_of(self, event: dict[str, Any], message_id: int,
                         conversation_id: int) -> OutboundReply | None:
-        assert self.daemon.sink is not None
-        thread = await self.daemon.sink.thread_of(conversation_id)
+        """The reply an event asks for, or None: not the bridge's conversation, a template
+        while ``livedesk.forward_templates`` is off, or an edit its source cannot make
+        (logged and counted)."""
+        daemon = self.daemon
+        assert daemon.sink is not None
+        thread = await daemon.sink.thread_of(conversation_id)
         if thread is None:
+            return None
+        if event.get("message_type") in ("template", 3) and \
+                not daemon.config.livedesk.forward_templates:
+            log.info("template message not forwarded (livedesk.forward_templates is off)",
+                     message_id=message_id)
+            return None
+        action = _action_of(event)
+        source = daemon.sources.get(thread["source"])
+        if action != "send" and source is not None and not source.edits_replies:
+            log.warning(f"agent's {action} cannot reach the customer", source=source.name,
+                        message_id=message_id)
+            daemon.metrics.labels(daemon.metrics.dropped, source.name,
+                                  f"reply {action} not supported").inc()
             return None
         sender = event.get("sender")
         name = sender.get("name") if isinstance(sender, dict) else None
@@ -131,8 +181,9 @@ class ReplyRouter:
             source=thread["source"], thread_key=thread["thread_key"],
             reply_context=thread.get("reply_context") or {},
             livedesk_message_id=message_id, conversation_id=conversation_id,
-            text=content if isinstance(content, str) else "",
-            agent_name=name if isinstance(name, str) else None,
+            text=content if isinstance(content, str) and action != "delete" else "",
+            attachments=_attachments_of(event) if action == "send" else [],
+            action=action, agent_name=name if isinstance(name, str) else None,
         )
 
     async def send(self, reply: OutboundReply) -> None:

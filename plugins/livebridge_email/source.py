@@ -283,6 +283,7 @@ class EmailSource(Source):
         context = reply.reply_context
         if not context.get("to"):
             raise Permanent("the thread has no address to reply to")
+        prepared = await self.bridge.reply_files(reply)
         async with self.bridge.lock(self, LOCK):
             thread = await self.threads.info(reply.thread_key) or ThreadInfo(
                 token=str(context.get("reply_to_token") or ThreadInfo.new(None).token),
@@ -296,10 +297,10 @@ class EmailSource(Source):
         await mailer.send(
             to=str(context["to"]), to_name=context.get("name"),
             subject=reply_subject(thread.subject or context.get("subject")),
-            text=reply.text, in_reply_to=context.get("message_id") or (
+            text=prepared.text, in_reply_to=context.get("message_id") or (
                 references[-1] if references else None),
             references=references, reply_to=self._reply_address(thread.token),
-            message_id=message_id, from_name=reply.agent_name,
+            message_id=message_id, from_name=reply.agent_name, attachments=prepared.files,
         )
 
     def _reply_address(self, token: str) -> str | None:

@@ -458,9 +458,11 @@ class FormSource(Source):
         if not to:
             raise ReplyNotSupported("the customer left no email address")
         name = " ".join(str(reply.reply_context.get("name") or "").split())
+        prepared = await self.bridge.reply_files(reply)
         await mailer.send(to=str(to), to_name=name,
                           subject=f"Re: your message to {self.settings.title}",
-                          text=reply.text, from_name=reply.agent_name)
+                          text=prepared.text, from_name=reply.agent_name,
+                          attachments=prepared.files)
 
 
 def _wants_json(request: web.Request) -> bool:
