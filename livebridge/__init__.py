@@ -11,6 +11,8 @@ from livebridge.exceptions import (
     ReplyNotSupported,
     Retryable,
     StoreUnavailable,
+    Throttled,
+    Unavailable,
 )
 from livebridge.forms import BodyError, FormPart, read_body, read_multipart
 from livebridge.hookspecs import hookimpl
@@ -36,6 +38,8 @@ __all__ = [
     "Source",
     "SourceSettings",
     "StoreUnavailable",
+    "Throttled",
+    "Unavailable",
     "hookimpl",
     "read_body",
     "read_multipart",

@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from livebridge.app import DAEMON, collect_source_types, create_app
+from livebridge.app import DAEMON, create_app
 from livebridge.config import Config, load_config
+from livebridge.daemon import collect_source_types
 from livebridge.exceptions import LivebridgeError
 from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.logs import configure_logging
@@ -43,8 +44,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if emulator is not None:  # agent replies typed on the emulator's page come back to us
         host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
         emulator.webhook_url = f"http://{host}:{config.server.port}{config.livedesk.webhook_path}"
-        secret = config.livedesk.webhook_secret
-        emulator.webhook_secret = secret.get_secret_value() if secret else None
     web.run_app(app, host=config.server.host, port=config.server.port, access_log=None,
                 print=None, shutdown_timeout=config.delivery.shutdown_timeout + 5)
     return 0

@@ -29,8 +29,9 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from livebridge.app import DAEMON, Daemon, collect_source_types, create_app
+from livebridge.app import DAEMON, create_app
 from livebridge.config import Config, parse_config
+from livebridge.daemon import Daemon, collect_source_types
 from livebridge.livedesk.emulator import Emulator
 from livebridge.plugins import get_plugin_manager
 

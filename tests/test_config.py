@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from livebridge.app import collect_source_types
 from livebridge.config import Config, load_config, parse_config, parse_duration
+from livebridge.daemon import collect_source_types
 from livebridge.exceptions import ConfigError
 from livebridge.plugins import get_plugin_manager
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from livebridge import OutboundReply, hookimpl
 from livebridge.livedesk.emulator import Emulator
-from livebridge.livedesk.webhook import sign_webhook
+from livebridge.replies import sign_webhook
 
 Post = Callable[..., dict[str, Any]]
 SECRET = "whsec-test-0123"
