@@ -146,7 +146,7 @@ class Breaker:
         elif self._opened or self.failures < self.threshold:
             return
         self._opened, self._probing = True, False
-        interval = self.probe_interval * 2 ** min(max(self._failed_probes - 1, 0), 16)
+        interval = self.probe_interval * 2 ** min(self._failed_probes, 16)
         self._next_probe = self._clock() + min(self.probe_cap, interval)
 
 
@@ -445,18 +445,19 @@ class Dispatcher:
             await self.store.retry(item, route.paused_for, str(outcome), count=False)
             return
         if isinstance(outcome, Unavailable):
+            # The receiver's trouble, not the item's: the breaker decides when it goes again
+            # (a 503's Retry-After is not honoured: the probes find the way back sooner).
             was = route.breaker.state
             route.breaker.failure()
-            if outcome.retry_after:
-                route.pause(started, outcome.retry_after)
-            if route.breaker.state != "closed":
+            if route.breaker.state == "closed":  # a few failures: back off by their count
+                delay = self.policy.delay(route.breaker.failures - 1)
+            else:  # behind the open breaker: due with the next probe
+                delay = route.paused_for
                 if was == "closed":
                     log.warning("breaker open: the receiver is failing", route=route.name,
                                 consecutive_failures=route.breaker.failures, error=str(outcome))
-                # Behind the open breaker: due again with the next probe, not after a
-                # backoff of its own, so it goes out as soon as the receiver is back.
-                await self.store.retry(item, route.paused_for, str(outcome))
-                return
+            await self.store.retry(item, delay, str(outcome))
+            return
         delay = self.policy.delay(item.attempts, outcome.retry_after)
         log.warning("delivery failed, will retry", item=item.id, source=item.source,
                     attempt=item.attempts + 1, retry_in=round(delay, 2), error=str(outcome))

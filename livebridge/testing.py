@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from livebridge.app import DAEMON, create_app
@@ -34,6 +36,7 @@ from livebridge.config import Config, parse_config
 from livebridge.daemon import Daemon, collect_source_types
 from livebridge.livedesk.emulator import Emulator
 from livebridge.plugins import get_plugin_manager
+from livebridge.replies import sign_webhook
 
 __all__ = ["BridgeHarness", "build_config", "make_bridge"]
 
@@ -70,6 +73,18 @@ class BridgeHarness:
         assert app is not None
         daemon: Daemon = app[DAEMON]
         return daemon
+
+    async def post_webhook(self, event: Any, path: str = "/livedesk/webhook") -> ClientResponse:
+        """Post a Livedesk webhook ``event`` (JSON-encoded unless bytes), signed as Livedesk
+        signs it with the daemon's webhook secret (in emulated mode, the one made at start)."""
+        raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+        headers = {"Content-Type": "application/json"}
+        secret = self.daemon.replies.secret
+        if secret is not None:
+            stamp = str(int(time.time()))
+            headers |= {"X-Chatwoot-Timestamp": stamp,
+                        "X-Chatwoot-Signature": sign_webhook(secret, stamp, raw)}
+        return await self.client.post(path, data=raw, headers=headers)
 
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on the daemon."""
