@@ -157,7 +157,8 @@ class RateLimiter:
     Unlimited (up to ``ceiling``, 0 = none) until the first throttle. A throttle sets the
     rate to ``beta`` times the rate measured over the last second; from there it climbs back
     along a cubic curve that flattens out at the rate that was throttled, and only then
-    probes beyond it. At most ``burst`` calls (and one second's worth) go at once.
+    probes beyond it. At most ``burst`` calls (and one second's worth) go at once; once
+    throttled, calls are paced more evenly (see ``_capacity``).
     """
 
     beta = 0.7
@@ -223,7 +224,11 @@ class RateLimiter:
             self._forget_old()
 
     def _capacity(self, rate: float) -> int:
-        return self.burst if rate == math.inf else max(1, min(self.burst, math.ceil(rate)))
+        """Tokens the bucket holds at most: ``burst`` (a second's worth at most); once
+        throttled, a tenth of a second's worth, since the receiver's own burst is unknown."""
+        if rate == math.inf:
+            return self.burst
+        return max(1, min(self.burst, math.ceil(rate / 10 if self._throttled else rate)))
 
 
 @dataclass
@@ -435,6 +440,7 @@ class Dispatcher:
 
     async def _retry(self, route: Route, item: OutboxItem, outcome: Retryable,
                      started: float) -> None:
+        count = True
         if isinstance(outcome, Throttled):
             if route.pause(started, outcome.retry_after or self.policy.initial):
                 route.limiter.throttled()
@@ -442,23 +448,22 @@ class Dispatcher:
                 self.metrics.labels(self.metrics.throttles, route.name).inc()
                 log.warning("throttled: pausing the route", route=route.name,
                             seconds=round(route.paused_for, 2), rate=route.describe()["rate"])
-            await self.store.retry(item, route.paused_for, str(outcome), count=False)
-            return
-        if isinstance(outcome, Unavailable):
+            delay, count = route.paused_for, False
+        elif isinstance(outcome, Unavailable):
             # The receiver's trouble, not the item's: the breaker decides when it goes again
             # (a 503's Retry-After is not honoured: the probes find the way back sooner).
             was = route.breaker.state
             route.breaker.failure()
-            if route.breaker.state == "closed":  # a few failures: back off by their count
-                delay = self.policy.delay(route.breaker.failures - 1)
+            if route.breaker.state == "closed":  # below the threshold: soon, with jitter
+                delay = self.policy.delay(0)
             else:  # behind the open breaker: due with the next probe
                 delay = route.paused_for
                 if was == "closed":
                     log.warning("breaker open: the receiver is failing", route=route.name,
-                                consecutive_failures=route.breaker.failures, error=str(outcome))
-            await self.store.retry(item, delay, str(outcome))
-            return
-        delay = self.policy.delay(item.attempts, outcome.retry_after)
+                                consecutive_failures=route.breaker.failures)
+        else:
+            delay = self.policy.delay(item.attempts, outcome.retry_after)
         log.warning("delivery failed, will retry", item=item.id, source=item.source,
-                    attempt=item.attempts + 1, retry_in=round(delay, 2), error=str(outcome))
-        await self.store.retry(item, delay, str(outcome))
+                    route=route.name, attempt=item.attempts + count, retry_in=round(delay, 2),
+                    error=str(outcome))
+        await self.store.retry(item, delay, str(outcome), count=count)

@@ -60,8 +60,10 @@ async def test_a_burst_of_429s_slows_delivery_down_but_never_stalls_it(
         make_bridge: Any, echo: Any, echo_post: Post) -> None:
     """200 new customers (600 calls) against a Livedesk that allows 100 calls/s: everything
     is delivered, and no 429 counts as an attempt of its item."""
-    bridge = await make_bridge({"sources": [{"type": "echo"}], "delivery": REAL_BACKOFF},
-                               plugins=[echo])
+    # A throttled conversation create stays "unanswered" for the sink's settle time (twice
+    # the Livedesk timeout) before it is tried again: kept short here.
+    bridge = await make_bridge({"sources": [{"type": "echo"}], "delivery": REAL_BACKOFF,
+                                "livedesk": {"timeout": "500ms"}}, plugins=[echo])
     bridge.emulator.faults = Faults(rate_limit=100, rate_limit_burst=10, retry_after=1)
     store = bridge.daemon.store
     retries: list[tuple[bool, str]] = []
