@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from livebridge.config import Config
-from livebridge.exceptions import Overloaded, PluginError
+from livebridge.exceptions import Overloaded, PluginError, ReplyNotSupported
 from livebridge.livedesk.client import LivedeskClient
 from livebridge.livedesk.emulator import Emulator
 from livebridge.livedesk.route import ROUTE, LivedeskRoute
@@ -155,10 +155,13 @@ class Daemon(Bridge):
         return await self.sink.thread_of(conversation_id)
 
     async def queue_reply(self, reply: OutboundReply) -> bool | None:
-        """Run the reply hooks and store the reply, up to ``delivery.max_reply_outbox``."""
+        """Run the reply hooks and store the reply, up to ``delivery.max_reply_outbox``;
+        ``ReplyNotSupported`` if its source is not configured (any more)."""
         kept = await call_chain(self.pm.hook.livebridge_outbound_reply, reply, "reply")
         if kept is None:
             return None
+        if kept.source not in self.sources:  # its route would never run
+            raise ReplyNotSupported(f"source {kept.source!r} is no longer configured")
         return await self._enqueue(
             "reply", kept.source, f"reply:{kept.livedesk_message_id}",
             f"reply\x1f{kept.source}\x1f{kept.thread_key}", kept.model_dump_json(),

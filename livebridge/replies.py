@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-from livebridge.exceptions import Overloaded, StoreUnavailable
+from livebridge.exceptions import Overloaded, ReplyNotSupported, StoreUnavailable
 from livebridge.forms import BodyError, read_body
 from livebridge.metrics import Metrics
 from livebridge.model import OutboundReply
@@ -84,7 +84,7 @@ class ReplyHost(Protocol):
     async def queue_reply(self, reply: OutboundReply) -> bool | None:
         """Run the reply hooks and store the reply durably: True if stored, False for a
         duplicate, None if a hook dropped it; ``StoreUnavailable``/``Overloaded`` if the
-        store cannot take it."""
+        store cannot take it, ``ReplyNotSupported`` if no route can send it."""
 
 
 class ReplyReceiver:
@@ -133,6 +133,9 @@ class ReplyReceiver:
             stored = await self.host.queue_reply(reply)
         except (Overloaded, StoreUnavailable) as exc:
             return self._reject(request, 503, "busy", {"Retry-After": str(exc.retry_after)})
+        except ReplyNotSupported as exc:
+            log.warning("agent reply not sent back", reason=str(exc))
+            return web.json_response({"ignored": str(exc)})
         if stored is None:
             return web.json_response({"ignored": "dropped by a plugin hook"})
         return web.json_response({"queued": stored, "duplicate": not stored})
