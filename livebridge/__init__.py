@@ -14,8 +14,9 @@ from livebridge.exceptions import (
     Throttled,
     Unavailable,
 )
-from livebridge.forms import BodyError, FormPart, read_body, read_multipart
+from livebridge.forms import BodyError, FormPart, read_body, read_multipart, text_codec
 from livebridge.hookspecs import hookimpl
+from livebridge.markup import TextStyle, markdown_to_html, markdown_to_text, render
 from livebridge.model import Attachment, InboundMessage, OutboundReply, Sender
 from livebridge.source import AcceptResult, Bridge, PluginState, Source, SourceSettings
 
@@ -38,10 +39,15 @@ __all__ = [
     "Source",
     "SourceSettings",
     "StoreUnavailable",
+    "TextStyle",
     "Throttled",
     "Unavailable",
     "hookimpl",
+    "markdown_to_html",
+    "markdown_to_text",
     "read_body",
     "read_multipart",
+    "render",
+    "text_codec",
 ]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -110,6 +110,9 @@ class StoreConfig(_Section):
     url: str = "sqlite:///var/livebridge.db"
     dedupe_window: Duration = 7 * 86400
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    #: Redis connections per daemon; unless set, ``Config`` makes it ``delivery.concurrency``
+    #: + ``_STORE_HEADROOM`` (64 for the default concurrency).
+    max_connections: int = Field(default=64, ge=2, le=10_000)
 
     @model_validator(mode="after")
     def _known_scheme(self) -> StoreConfig:
@@ -162,6 +165,10 @@ class LoggingConfig(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+#: Redis connections beyond one per delivery: accepting requests, claims, the work listener.
+_STORE_HEADROOM = 32
+
+
 class Config(_Section):
     """The whole ``bridge.yaml``."""
 
@@ -176,24 +183,67 @@ class Config(_Section):
     #: Where the config came from (set by ``load_config``).
     path: str = Field(default="<memory>", exclude=True)
 
+    @model_validator(mode="after")
+    def _size_store_pool(self) -> Config:
+        if "max_connections" not in self.store.model_fields_set:
+            self.store.max_connections = self.delivery.concurrency + _STORE_HEADROOM
+        return self
+
     def secrets(self) -> list[str]:
         """Every secret value in the config (to mask in logs and output)."""
-        password = urlsplit(self.store.url).password
-        return [s for s in (*_secret_values(self), password) if s]
+        return [s for s in (*_secret_values(self), *_url_secrets(self.store.url)) if s]
 
     def masked(self) -> dict[str, Any]:
         """The effective config as plain data, secrets replaced by ``'***'``."""
         data = _masked(self)
-        password = urlsplit(self.store.url).password
-        if password:
-            data["store"]["url"] = self.store.url.replace(f":{password}@", ":***@", 1)
+        data["store"]["url"] = _masked_url(self.store.url)
         return data
+
+
+#: Store URL query parameters that never carry a secret; ``check`` masks any other one.
+_PLAIN_URL_PARAMS = frozenset({
+    "prefix", "db", "username", "protocol", "client_name", "max_connections", "timeout",
+    "socket_timeout", "socket_connect_timeout", "socket_keepalive", "health_check_interval",
+    "retry_on_timeout", "ssl_cert_reqs", "ssl_check_hostname", "ssl_min_version", "ssl_ca_certs",
+    "ssl_certfile", "ssl_keyfile",
+})
+
+
+def _secret_param(param: str) -> str:
+    """The value of one ``name=value`` of a URL query if it may carry a secret, else ``''``."""
+    name, _, value = param.partition("=")
+    return "" if unquote_plus(name) in _PLAIN_URL_PARAMS else value
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The secrets in a store URL (its password, the values of the parameters not known to
+    be plain), as written and as decoded."""
+    parts = urlsplit(url)
+    written = [parts.password or "", *map(_secret_param, parts.query.split("&"))]
+    found = [form for s in written for form in (s, unquote(s), unquote_plus(s))]
+    return [s for s in dict.fromkeys(found) if s]
+
+
+def _masked_url(url: str) -> str:
+    """The store URL with its password and secret-carrying parameters as ``***``."""
+    if not _url_secrets(url):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join(f"{param.partition('=')[0]}=***" if _secret_param(param) else param
+                     for param in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _secret_values(model: BaseModel) -> Iterator[str]:
     for name in type(model).model_fields:
         value = getattr(model, name)
         items = value if isinstance(value, list) else [value]
+        if isinstance(value, dict):  # a mapping of secrets, such as HTTP headers
+            items = list(value.values())
         for item in items:
             if isinstance(item, SecretStr):
                 yield item.get_secret_value()
@@ -217,6 +267,8 @@ def _mask_value(value: Any) -> Any:
         return _masked(value)
     if isinstance(value, list):
         return [_mask_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in value.items()}
     return value
 
 

@@ -188,6 +188,38 @@ def test_redis_password_is_masked_everywhere(tmp_path: Path) -> None:
     assert config.masked()["store"]["url"] == "redis://:***@redis.internal:6379/0"
 
 
+@pytest.mark.parametrize(("url", "shown", "secret"), [
+    ("redis://h:6379/0?password=hunter2pass&prefix=lb:",
+     "redis://h:6379/0?password=***&prefix=lb:", "hunter2pass"),
+    ("redis://app:hunter2pass@h/0?db=1", "redis://app:***@h/0?db=1", "hunter2pass"),
+    ("rediss://h/0?ssl_password=key%2Bpass&ssl_cert_reqs=none",
+     "rediss://h/0?ssl_password=***&ssl_cert_reqs=none", "key+pass"),
+    ("redis://h/0?socket_timeout=3&token=abc123&username=app",
+     "redis://h/0?socket_timeout=3&token=***&username=app", "abc123"),
+])
+def test_every_secret_form_of_a_store_url_is_masked(url: str, shown: str, secret: str) -> None:
+    config = parse_config({"store": {"url": url}}, TYPES, env={})
+    assert config.store.url == url
+    assert config.masked()["store"]["url"] == shown
+    assert secret in config.secrets()
+
+
+def test_check_masks_a_password_in_the_store_urls_query(tmp_path: Path) -> None:
+    path = write(tmp_path, "store:\n  url: redis://h:6379/0?password=hunter2pass&db=2\n")
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "hunter2pass" not in result.stdout + result.stderr
+    assert "url: redis://h:6379/0?password=***&db=2" in result.stdout
+
+
+def test_redis_pool_is_sized_from_the_delivery_concurrency() -> None:
+    config = parse_config({"delivery": {"concurrency": 100}}, TYPES, env={})
+    assert config.store.max_connections == 132
+    config = parse_config({"store": {"max_connections": 10}}, TYPES, env={})
+    assert config.store.max_connections == 10
+    assert parse_config({}, TYPES, env={}).store.max_connections == 64
+
+
 def test_relative_sqlite_path_is_beside_the_config(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "store:\n  url: sqlite:///data/x.db\n"), TYPES, env={})
     assert config.store.url == f"sqlite:///{tmp_path / 'data' / 'x.db'}"

@@ -71,9 +71,10 @@ def test_shipped_config_runs_on_the_emulator_and_stops_cleanly(tmp_path: Path) -
             # an agent answers on the emulator's page: without SMTP, the form's reply is
             # counted and dead-lettered as not deliverable (and the daemon says why)
             conversation = state["conversations"][0]["id"]
-            reply = urllib.parse.urlencode({"content": "It ships today"}).encode()
+            reply = json.dumps({"content": "It ships today"}).encode()
             urllib.request.urlopen(urllib.request.Request(
-                f"{base}/emulator/_emulator/conversations/{conversation}/reply", data=reply))
+                f"{base}/emulator/_emulator/conversations/{conversation}/reply", data=reply,
+                headers={"Content-Type": "application/json"}))
             wanted = 'livebridge_messages_dead_lettered_total{kind="reply",source="form"} 1.0'
             deadline = time.monotonic() + 10
             while wanted not in urllib.request.urlopen(base + "/metrics").read().decode():

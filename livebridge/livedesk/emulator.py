@@ -2,9 +2,11 @@
 
 Answers use the shapes of the seed contract (contact, conversation, message) and the
 Chatwoot behaviour Livedesk is built on (422 for duplicates and bad input, 404 for unknown
-ids, incoming messages reopening resolved conversations, ``message_created`` webhooks).
-Faults (outage, latency, 429, 5xx) can be injected into every ``/api/`` call; ``/_emulator/``
-holds unauthenticated admin endpoints for tests, and ``/`` a small HTML page.
+ids, incoming messages reopening resolved conversations, ``message_created`` webhooks, agents
+deleting and merging contacts and deleting conversations). Faults (outage, latency, 429, 5xx)
+can be injected into every ``/api/`` call. ``/_emulator/`` holds unauthenticated admin
+endpoints for tests and for ``/``, a small HTML page where a person plays an agent; their
+POSTs take JSON only and refuse other origins, so no other web page can drive them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import aiohttp
 import structlog
 from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler, Middleware
+from yarl import URL
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +54,7 @@ WEBHOOK_TIMEOUT = 5.0
 STATUSES = ("open", "snoozed", "resolved", "closed")
 HTML_CONVERSATIONS = 50
 HTML_MESSAGES = 50
+HTML_CONTACTS = 50
 AGENT: JSON = {
     "id": 1,
     "name": "Emulator Agent",
@@ -80,7 +84,7 @@ _MESSAGE_TYPES: dict[Any, bool] = {
     1: False,
     None: False,
 }
-_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+_MERGED_FIELDS = ("identifier", "name", "email", "phone_number", *_ATTRIBUTE_FIELDS)
 
 
 @dataclass
@@ -191,6 +195,11 @@ class EmulatorState:
         """All contacts, oldest first."""
         return list(self.contacts.values())
 
+    def conversations_of(self, contact_id: int) -> list[JSON]:
+        """The conversations of one contact, oldest first."""
+        return [c for c in self.conversations.values()
+                if c["account_info"]["contact_id"] == contact_id]
+
     def messages_in(self, conversation_id: int) -> list[JSON]:
         """The messages of one conversation, oldest first (empty if unknown)."""
         return list(self._conversation_messages.get(conversation_id, ()))
@@ -297,6 +306,62 @@ class EmulatorState:
                 {"source_id": source_id, "inbox": {"id": conversation["inbox_id"]}}
             )
 
+    def refresh_copies(self, conversation: JSON) -> JSON:
+        """Refresh the copies of its contact inside a stored conversation and return it."""
+        contact = self.contacts[conversation["account_info"]["contact_id"]]
+        conversation["meta"]["sender"] = _sender_view(contact)
+        conversation["account_info"].update(
+            contact_name=contact["name"],
+            contact_email=contact["email"],
+            contact_phone=contact["phone_number"],
+            contact_avatar=contact["thumbnail"],
+        )
+        return conversation
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Forget a stored conversation and its messages."""
+        del self.conversations[conversation_id]
+        for message in self._conversation_messages.pop(conversation_id):
+            del self.messages[message["id"]]
+        del self._conversation_sources[conversation_id]
+        self._recent.pop(conversation_id, None)
+
+    def delete_contact(self, contact_id: int) -> None:
+        """Forget a stored contact with its conversations and their messages (as Chatwoot
+        does); its unique attributes are free again."""
+        for conversation in self.conversations_of(contact_id):
+            self.delete_conversation(conversation["id"])
+        contact = self.contacts.pop(contact_id)
+        self._unindex(contact)
+        del self._search_text[contact_id]
+        for contact_inbox in contact["contact_inboxes"]:
+            del self._sources[contact_inbox["source_id"]]
+
+    def merge_contacts(self, base: JSON, mergee: JSON) -> None:
+        """Chatwoot's contact merge: the mergee's conversations, messages and contact inboxes
+        move to the base contact and the mergee is deleted; the base keeps its own fields and
+        takes the mergee's where its own are blank (attribute dicts merged, base first)."""
+        if base is mergee:
+            return
+        moved = self.conversations_of(mergee["id"])
+        for conversation in moved:
+            conversation["account_info"]["contact_id"] = base["id"]
+        for contact_inbox in mergee["contact_inboxes"]:
+            self._sources[contact_inbox["source_id"]] = base["id"]
+        base["contact_inboxes"].extend(mergee["contact_inboxes"])
+        mergee["contact_inboxes"] = []
+        self.delete_contact(mergee["id"])
+        fields = {key: _deep_merge(mergee[key], base[key]) if key in _ATTRIBUTE_FIELDS
+                  else base[key] or mergee[key] for key in _MERGED_FIELDS}
+        self.update_contact(base, fields)
+        for conversation in self.conversations_of(base["id"]):
+            self.refresh_copies(conversation)
+        sender = {**_sender_view(base), "type": "contact"}
+        for conversation in moved:
+            for message in self._conversation_messages[conversation["id"]]:
+                if message["sender"].get("type") == "contact":
+                    message["sender"] = dict(sender)
+
     def next_message_id(self) -> int:
         """Reserve a message id."""
         return next(self._message_ids)
@@ -329,6 +394,18 @@ class EmulatorState:
 
 def _unique_key(attribute: str, value: str) -> str:
     return value.lower() if attribute == "email" else value
+
+
+def _deep_merge(low: JSON, high: JSON) -> JSON:
+    """``low`` updated with ``high``, nested dicts merged alike (Ruby's ``deep_merge``)."""
+    merged = dict(low)
+    for key, value in high.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = _deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _sender_view(contact: JSON) -> JSON:
@@ -421,6 +498,31 @@ def _error_response(status: int, error: str, headers: dict[str, str] | None = No
     return web.json_response({"error": error}, status=status, headers=headers)
 
 
+def _authority(url: str) -> str | None:
+    """The ``host[:port]`` of a URL (without the scheme's default port), None if it has none."""
+    try:
+        return URL(url).host_port_subcomponent or None
+    except ValueError:
+        return None
+
+
+def _admin_refusal(request: web.Request) -> web.Response | None:
+    """The answer refusing an admin POST sent from another origin (403: the ``Origin``, else
+    the ``Referer``, names another host) or in anything but JSON (415), else None."""
+    claimed = request.headers.get("Origin") or request.headers.get("Referer")
+    if claimed is not None:
+        origin = _authority(claimed)
+        if origin is None or origin != _authority(f"{request.scheme}://{request.host}"):
+            log.warning("livedesk_emulator.admin_refused", path=request.path,
+                        reason="foreign origin", origin=claimed[:200])
+            return _error_response(403, "Requests from another origin are refused")
+    if request.content_type != "application/json":
+        log.warning("livedesk_emulator.admin_refused", path=request.path, reason="not JSON",
+                    content_type=request.content_type[:100])
+        return _error_response(415, "Admin endpoints take JSON only (application/json)")
+    return None
+
+
 class Emulator:
     """The emulated Livedesk account with one API inbox; ``app()`` serves it over HTTP."""
 
@@ -463,10 +565,13 @@ class Emulator:
         app.router.add_get(f"{base}/contacts", self._list_contacts)
         app.router.add_get(f"{base}/contacts/{{id:\\d+}}", self._get_contact)
         app.router.add_patch(f"{base}/contacts/{{id:\\d+}}", self._update_contact)
+        app.router.add_delete(f"{base}/contacts/{{id:\\d+}}", self._delete_contact)
+        app.router.add_post(f"{base}/actions/contact_merge", self._merge_contacts)
         app.router.add_get(f"{base}/contacts/{{id:\\d+}}/conversations",
                            self._contact_conversations)
         app.router.add_post(f"{base}/conversations", self._create_conversation)
         app.router.add_get(f"{base}/conversations/{{id:\\d+}}", self._get_conversation)
+        app.router.add_delete(f"{base}/conversations/{{id:\\d+}}", self._delete_conversation)
         app.router.add_post(f"{base}/conversations/{{id:\\d+}}/toggle_status", self._toggle)
         app.router.add_post(f"{base}/conversations/{{id:\\d+}}/messages", self._create_message)
         app.router.add_get(f"{base}/conversations/{{id:\\d+}}/messages", self._list_messages)
@@ -474,6 +579,12 @@ class Emulator:
         app.router.add_post("/_emulator/faults", self._admin_faults)
         app.router.add_post("/_emulator/reset", self._admin_reset)
         app.router.add_post("/_emulator/conversations/{id:\\d+}/reply", self._admin_reply)
+        # An agent's actions on the page: the API's handlers, without credentials.
+        app.router.add_post("/_emulator/conversations/{id:\\d+}/status", self._toggle)
+        app.router.add_post("/_emulator/conversations/{id:\\d+}/delete",
+                            self._delete_conversation)
+        app.router.add_post("/_emulator/contacts/{id:\\d+}/delete", self._delete_contact)
+        app.router.add_post("/_emulator/actions/contact_merge", self._merge_contacts)
         return app
 
     def _middleware(self, index: web.Resource) -> Middleware:
@@ -482,6 +593,10 @@ class Emulator:
             prefix = index.canonical[:-1]  # "/" once mounted becomes "<prefix>/"
             path = request.path[len(prefix) :]
             if not path.startswith("/api/"):
+                admin = request.method == "POST" and path.startswith("/_emulator/")
+                refused = _admin_refusal(request) if admin else None
+                if refused is not None:
+                    return refused
                 try:
                     return await handler(request)
                 except EmulatorError as exc:
@@ -570,8 +685,8 @@ class Emulator:
         if isinstance(value, bool) or str(value).strip() != str(self.inbox_id):
             raise _not_found()
 
-    def _contact(self, request: web.Request) -> JSON:
-        contact = self.state.contacts.get(int(request.match_info["id"]))
+    def _contact(self, contact_id: Any) -> JSON:
+        contact = self.state.contacts.get(_as_id(contact_id) or -1)
         if contact is None:
             raise _not_found()
         return contact
@@ -586,18 +701,6 @@ class Emulator:
         taken = self.state.duplicate_of(fields, own_id)
         if taken is not None:
             raise _invalid(f"{_UNIQUE_LABELS[taken]} has already been taken", taken)
-
-    def _conversation_view(self, conversation: JSON) -> JSON:
-        """Refresh the contact copies inside a stored conversation and return it."""
-        contact = self.state.contacts[conversation["account_info"]["contact_id"]]
-        conversation["meta"]["sender"] = _sender_view(contact)
-        conversation["account_info"].update(
-            contact_name=contact["name"],
-            contact_email=contact["email"],
-            contact_phone=contact["phone_number"],
-            contact_avatar=contact["thumbnail"],
-        )
-        return conversation
 
     def _new_conversation(self, contact: JSON, body: JSON, source_id: str, now: float) -> JSON:
         conversation: JSON = {
@@ -825,14 +928,28 @@ class Emulator:
         )
 
     async def _get_contact(self, request: web.Request) -> web.Response:
-        return web.json_response({"payload": self._contact(request)})
+        return web.json_response({"payload": self._contact(request.match_info["id"])})
 
     async def _update_contact(self, request: web.Request) -> web.Response:
-        contact = self._contact(request)
+        contact = self._contact(request.match_info["id"])
         fields = _contact_fields(await _json_body(request))
         self._check_unique(fields, contact["id"])
         self.state.update_contact(contact, fields)
         return web.json_response({"payload": contact})
+
+    async def _delete_contact(self, request: web.Request) -> web.Response:
+        """Delete a contact with its conversations and their messages (Chatwoot's)."""
+        contact = self._contact(request.match_info["id"])
+        self.state.delete_contact(contact["id"])
+        return web.Response()  # Chatwoot answers ``head :ok``
+
+    async def _merge_contacts(self, request: web.Request) -> web.Response:
+        """Merge ``mergee_contact_id`` into ``base_contact_id``; answers the base contact."""
+        body = await _json_body(request)
+        base = self._contact(body.get("base_contact_id"))
+        mergee = self._contact(body.get("mergee_contact_id"))
+        self.state.merge_contacts(base, mergee)
+        return web.json_response(base)
 
     async def _create_conversation(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -854,7 +971,13 @@ class Emulator:
 
     async def _get_conversation(self, request: web.Request) -> web.Response:
         conversation = self._conversation(int(request.match_info["id"]))
-        return web.json_response(self._conversation_view(conversation))
+        return web.json_response(self.state.refresh_copies(conversation))
+
+    async def _delete_conversation(self, request: web.Request) -> web.Response:
+        """Delete a conversation and its messages."""
+        conversation = self._conversation(int(request.match_info["id"]))
+        self.state.delete_conversation(conversation["id"])
+        return web.Response()  # Chatwoot answers ``head :ok``
 
     async def _toggle(self, request: web.Request) -> web.Response:
         conversation = self._conversation(int(request.match_info["id"]))
@@ -932,12 +1055,8 @@ class Emulator:
         return body, attachments
 
     async def _contact_conversations(self, request: web.Request) -> web.Response:
-        contact_id = int(request.match_info["id"])
-        if contact_id not in self.state.contacts:
-            raise EmulatorError(404, {"error": "Resource could not be found"})
-        found = [c for c in self.state.conversations.values()
-                 if c["account_info"]["contact_id"] == contact_id]
-        return web.json_response({"payload": found})
+        contact_id = self._contact(request.match_info["id"])["id"]
+        return web.json_response({"payload": self.state.conversations_of(contact_id)})
 
     async def _list_messages(self, request: web.Request) -> web.Response:
         conversation = self._conversation(int(request.match_info["id"]))
@@ -994,11 +1113,6 @@ class Emulator:
 
     async def _admin_reply(self, request: web.Request) -> web.Response:
         conversation_id = int(request.match_info["id"])
-        if request.content_type in _FORM_TYPES:
-            form = await request.post()
-            content = str(form.get("content") or "")
-            await self.agent_reply(conversation_id, content, _flag(form.get("private"), "private"))
-            raise web.HTTPSeeOther(location="../../../")
         body = await _json_body(request)
         content = _content(body.get("content"))
         message = await self.agent_reply(
@@ -1009,36 +1123,53 @@ class Emulator:
     # -- HTML page -----------------------------------------------------------------------
 
     async def _index_page(self, request: web.Request) -> web.Response:
-        conversations = self.state.conversations
-        newest = reversed(conversations.values())
-        shown = list(itertools.islice(newest, HTML_CONVERSATIONS))
-        sections = "\n".join(self._conversation_html(c) for c in shown)
+        state = self.state
+        shown = list(itertools.islice(reversed(state.conversations.values()),
+                                      HTML_CONVERSATIONS))
+        contacts = list(itertools.islice(reversed(state.contacts.values()), HTML_CONTACTS))
         summary = (
-            f"{len(conversations)} conversations, {len(self.state.contacts)} contacts, "
-            f"{len(self.state.messages)} messages"
+            f"{len(state.conversations)} conversations, {len(state.contacts)} contacts, "
+            f"{len(state.messages)} messages"
         )
-        if len(conversations) > len(shown):
-            summary += f"; showing the newest {len(shown)} conversations"
+        if len(state.conversations) > len(shown) or len(state.contacts) > len(contacts):
+            summary += (f"; showing the newest {len(shown)} conversations and "
+                        f"{len(contacts)} contacts")
         page = _PAGE.format(
             summary=html.escape(summary),
-            sections=sections or "<p>No conversations yet.</p>",
+            sections="\n".join(self._conversation_html(c) for c in shown)
+            or "<p>No conversations yet.</p>",
+            contacts="\n".join(_contact_html(c) for c in contacts) or "<li>No contacts yet.</li>",
+            script=_SCRIPT,
         )
         return web.Response(text=page, content_type="text/html")
 
     def _conversation_html(self, conversation: JSON) -> str:
         cid = conversation["id"]
         contact = self.state.contacts[conversation["account_info"]["contact_id"]]
-        who = contact["name"] or "(no name)"
-        if contact["email"]:
-            who += f" <{contact['email']}>"
         messages = self.state.messages_in(cid)[-HTML_MESSAGES:]
         items = "\n".join(_message_html(m) for m in messages)
+        resolved = conversation["status"] == "resolved"
         return _SECTION.format(
             id=cid,
             status=html.escape(conversation["status"]),
-            who=html.escape(who),
+            who=html.escape(_who(contact)),
+            contact_id=contact["id"],
             messages=f'<ol class="messages">\n{items}\n</ol>' if items else "<p>No messages.</p>",
+            new_status="open" if resolved else "resolved",
+            toggle="Reopen" if resolved else "Resolve",
         )
+
+
+def _who(contact: JSON) -> str:
+    who: str = contact["name"] or "(no name)"
+    return f"{who} <{contact['email']}>" if contact["email"] else who
+
+
+def _contact_html(contact: JSON) -> str:
+    details = ", ".join(f"{label} {contact[key]}" for key, label in (
+        ("phone_number", "phone"), ("identifier", "identifier")) if contact[key])
+    return _CONTACT.format(id=contact["id"], who=html.escape(_who(contact)),
+                           details=html.escape(f" ({details})" if details else ""))
 
 
 def _message_html(message: JSON) -> str:
@@ -1065,6 +1196,8 @@ _PAGE = """<!doctype html>
 body {{ font-family: system-ui, sans-serif; margin: 0; color: #222; background: #f6f6f6; }}
 .banner {{ margin: 0; padding: .75rem 1rem; background: #fff3cd;
   border-bottom: 1px solid #d4b106; }}
+#status {{ position: sticky; top: 0; margin: 0; padding: .25rem 1rem; background: #e8f0fe; }}
+#status:empty {{ display: none; }}
 main {{ max-width: 60rem; margin: 0 auto; padding: 1rem; }}
 section {{ background: #fff; border: 1px solid #ccc; border-radius: 4px; margin: 1rem 0;
   padding: .5rem 1rem; }}
@@ -1076,28 +1209,95 @@ h2 {{ font-size: 1.1rem; }}
 .content {{ white-space: pre-wrap; }}
 time {{ color: #555; font-size: .9em; }}
 textarea {{ width: 100%; box-sizing: border-box; }}
+.actions, .contacts li {{ display: flex; flex-wrap: wrap; gap: .5rem; align-items: center;
+  margin: .5rem 0; }}
 </style>
 </head>
 <body>
 <p class="banner" role="note"><strong>Livedesk emulator — nothing here reaches the real \
 Livedesk</strong></p>
+<p id="status" role="status" aria-live="polite"></p>
 <main>
 <h1>Conversations</h1>
 <p>{summary}. Machine-readable: <a href="_emulator/state">_emulator/state</a>.</p>
 {sections}
+<h1>Contacts</h1>
+<ul class="contacts">
+{contacts}
+</ul>
 </main>
+<script>
+{script}
+</script>
 </body>
 </html>
 """
 
 _SECTION = """<section aria-labelledby="conversation-{id}">
 <h2 id="conversation-{id}">Conversation {id} ({status})</h2>
-<p>Contact: {who}</p>
+<p>Contact {contact_id}: {who}</p>
 {messages}
-<form method="post" action="_emulator/conversations/{id}/reply">
+<form method="post" action="_emulator/conversations/{id}/reply"
+ data-label="Reply to conversation {id}">
 <label for="reply-{id}">Reply as agent</label>
 <textarea id="reply-{id}" name="content" rows="2" required></textarea>
 <label><input type="checkbox" name="private" value="true"> Private note</label>
 <button type="submit">Send reply</button>
 </form>
+<div class="actions">
+<form method="post" action="_emulator/conversations/{id}/status"
+ data-label="{toggle} conversation {id}">
+<input type="hidden" name="status" value="{new_status}">
+<button type="submit">{toggle}</button>
+</form>
+<form method="post" action="_emulator/conversations/{id}/delete"
+ data-label="Delete conversation {id}" data-confirm="Delete conversation {id} and its messages?">
+<button type="submit">Delete conversation</button>
+</form>
+</div>
 </section>"""
+
+_CONTACT = """<li id="contact-{id}"><span>Contact {id}: {who}{details}</span>
+<form method="post" action="_emulator/contacts/{id}/delete" data-label="Delete contact {id}"
+ data-confirm="Delete contact {id} with its conversations and their messages?">
+<button type="submit">Delete contact</button>
+</form>
+<form method="post" action="_emulator/actions/contact_merge" data-label="Merge contact {id}">
+<input type="hidden" name="mergee_contact_id" value="{id}">
+<label>Merge into contact <input name="base_contact_id" inputmode="numeric" pattern="[0-9]+"
+ size="9" required></label>
+<button type="submit">Merge</button>
+</form>
+</li>"""
+
+# Every form posts its fields as JSON (the admin endpoints take nothing else), then shows the
+# answer and the page as it is now.
+_SCRIPT = """document.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
+  const body = {};
+  for (const field of form.elements) {
+    if (field.name) body[field.name] = field.type === "checkbox" ? field.checked : field.value;
+  }
+  const status = document.getElementById("status");
+  status.textContent = `${form.dataset.label}…`;
+  try {
+    const response = await fetch(form.action, {method: "POST", body: JSON.stringify(body),
+                                                headers: {"Content-Type": "application/json"}});
+    const text = await response.text();
+    if (!response.ok) {
+      let why = text;
+      try { const answer = JSON.parse(text); why = answer.message || answer.error || text; }
+      catch {}
+      status.textContent = `${form.dataset.label}: failed (${response.status}): ${why}`;
+      return;
+    }
+    const now = await (await fetch(location.href)).text();
+    const main = new DOMParser().parseFromString(now, "text/html").querySelector("main");
+    document.querySelector("main").replaceWith(main);
+    status.textContent = `${form.dataset.label}: done.`;
+  } catch (error) {
+    status.textContent = `${form.dataset.label}: failed: ${error}`;
+  }
+});"""

@@ -12,6 +12,11 @@ been taken" → search). Conversations are tagged with their thread (custom attr
 is found without a mapping, the contact's conversations are searched for the tag; while the
 earlier create may still be running at Livedesk (``settle`` seconds), the attempt is retried
 later instead of creating a second conversation.
+
+Agents delete and merge contacts and delete conversations, so a recorded id can answer 404.
+Each such id is resolved again, under the same locks: a contact by creating it (a merged
+contact's identifier or email is taken by the contact it was merged into: search finds that
+one), a conversation by creating it for the live contact; then the message is delivered.
 """
 
 from __future__ import annotations
@@ -129,14 +134,8 @@ class LivedeskSink:
 
     async def deliver(self, message: InboundMessage) -> Delivery:
         """Deliver ``message``; raises ``LivedeskError`` (see ``.retryable``) on failure."""
-        contact_id = await self._contact(message)
-        try:
-            conversation_id = await self._conversation(message, contact_id)
-        except LivedeskError as exc:
-            if exc.status != 404:  # 404: the mapped contact is gone from Livedesk
-                raise
-            contact_id = await self._contact(message, stale=contact_id)
-            conversation_id = await self._conversation(message, contact_id)
+        contact_id, conversation_id = await self._conversation(
+            message, await self._contact(message))
         in_reply_to = None
         if message.reply_to:
             in_reply_to = await self.mapped("message", message.source, message.reply_to)
@@ -150,7 +149,8 @@ class LivedeskSink:
         except LivedeskError as exc:
             if exc.status != 404:  # 404: the mapped conversation is gone from Livedesk
                 raise
-            conversation_id = await self._conversation(message, contact_id, stale=conversation_id)
+            contact_id, conversation_id = await self._conversation(message, contact_id,
+                                                                   stale=conversation_id)
             await self._record_thread(message, conversation_id)
             posted = await self.client.create_message(conversation_id, content,
                                                       in_reply_to=in_reply_to, files=files)
@@ -239,27 +239,39 @@ class LivedeskSink:
         return None
 
     async def _conversation(self, message: InboundMessage, contact_id: int,
-                            stale: int | None = None) -> int:
+                            stale: int | None = None) -> tuple[int, int]:
+        """The contact and the conversation of the message's thread: the contact is
+        ``contact_id`` unless a conversation had to be created and Livedesk no longer has
+        that contact (deleted, or merged into another), then the one resolved again."""
         key = self.key(message.source, message.thread_key)
         tag = f"{message.source}|{message.thread_key}"
+        owner = contact_id
 
         async def create() -> int:
+            nonlocal owner
             pending = await self.store.kv_get("conversation_pending", key)
             if pending is not None:
-                found = await self._find_conversation(contact_id, tag, stale)
+                found = await self._find_conversation(owner, tag, stale)
                 if found is not None:
                     log.info("conversation of an unanswered create found, reusing it", id=found)
                     return found
                 if time.time() - float(pending) < self.settle:
                     raise Retryable("an earlier conversation create is still unanswered")
             await self.store.kv_set("conversation_pending", key, str(time.time()), PENDING_TTL)
-            conversation = await self.client.create_conversation(
-                self.inbox_id, contact_id,
-                custom_attributes={**message.metadata, THREAD_TAG: tag},
-            )
+            attributes = {**message.metadata, THREAD_TAG: tag}
+            try:
+                conversation = await self.client.create_conversation(
+                    self.inbox_id, owner, custom_attributes=attributes)
+            except LivedeskError as exc:
+                if exc.status != 404:  # 404: the mapped contact is gone from Livedesk
+                    raise
+                owner = await self._contact(message, stale=owner)
+                conversation = await self.client.create_conversation(
+                    self.inbox_id, owner, custom_attributes=attributes)
             return int(conversation["id"])
 
-        return await self._find_or_create("conversation", key, stale, create)
+        conversation_id = await self._find_or_create("conversation", key, stale, create)
+        return owner, conversation_id
 
     async def _find_conversation(self, contact_id: int, tag: str,
                                  stale: int | None) -> int | None:

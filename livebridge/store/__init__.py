@@ -18,4 +18,4 @@ def create_store(config: StoreConfig, *, exclusive: bool = True) -> Store:
     if config.url.startswith("sqlite:///"):
         return SQLiteStore(config.url.removeprefix("sqlite:///"),
                            synchronous=config.sqlite_synchronous, exclusive=exclusive)
-    return RedisStore(config.url)
+    return RedisStore(config.url, max_connections=config.max_connections)

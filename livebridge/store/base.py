@@ -156,7 +156,7 @@ class Store(ABC):
 
     @abstractmethod
     async def ping(self) -> None:
-        """Raise ``StoreUnavailable`` unless the store answers."""
+        """Raise ``StoreUnavailable`` unless the store takes a write (``/readyz``)."""
 
     # --- accepting ------------------------------------------------------------------------
 

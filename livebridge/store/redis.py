@@ -16,6 +16,11 @@ Every change is one Lua script, so it is atomic, and every script reads the cloc
 - ``P kv:<ns>:<key>``: key-value records with an optional expiry; ``P lock:<name>``: locks
 - ``P dl:<id>``: hash of one dead letter; ``P dead``: sorted set of dead-letter ids (by id)
 - ``P work``: pub/sub channel announcing new work to every daemon
+- ``P health``: written (with a short expiry) by ``ping``, to prove Redis takes writes
+
+Commands share a bounded pool of connections (``max_connections``, the work listener's
+included): a command that finds them all busy waits for one, up to the socket timeout,
+rather than failing.
 
 A claim leases a thread by moving its score to the lease's end, so a thread whose daemon
 died becomes due again by itself when the lease runs out; nothing needs ``release_all``.
@@ -38,7 +43,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from livebridge.exceptions import LivebridgeError, StoreUnavailable
@@ -51,8 +62,7 @@ log = structlog.get_logger("livebridge.store")
 DEFAULT_PREFIX = "livebridge:"
 
 #: Error replies that mean "Redis cannot take this now" rather than "this command is wrong".
-_UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "NOREPLICAS",
-                        "BUSY", "CLUSTERDOWN", "TRYAGAIN")
+_UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "BUSY", "CLUSTERDOWN")
 
 _LIB = """
 local P = ARGV[1]
@@ -306,6 +316,8 @@ def _unavailable() -> Iterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+    except (ReadOnlyError, OutOfMemoryError, TryAgainError) as exc:  # codes dropped by redis-py
+        raise StoreUnavailable(f"Redis cannot take the command: {exc}") from exc
     except ResponseError as exc:
         if str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
             raise StoreUnavailable(f"Redis cannot take the command: {exc}") from exc
@@ -338,10 +350,14 @@ class RedisStore(Store):
     #: Whether an older store's single ``due`` set was looked for (on the first claim).
     _due_split = False
 
-    def __init__(self, url: str, *, socket_timeout: float = 5.0,
+    #: How long ``ping``'s health record lives (s).
+    health_ttl = 10.0
+
+    def __init__(self, url: str, *, max_connections: int = 64, socket_timeout: float = 5.0,
                  connect_timeout: float = 2.0) -> None:
         super().__init__()
         self.url, self.prefix = split_url(url)
+        self.max_connections = max_connections
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
         self._redis: aioredis.Redis | None = None
@@ -353,13 +369,15 @@ class RedisStore(Store):
     async def open(self) -> None:
         """Connect; an unreachable Redis is not fatal (the daemon reports not ready)."""
         try:
-            self._redis = aioredis.Redis.from_url(
-                self.url, decode_responses=True, socket_timeout=self._socket_timeout,
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=self.max_connections, timeout=self._socket_timeout,
+                decode_responses=True, socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._connect_timeout, health_check_interval=15,
                 retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries=2),
             )
         except ValueError as exc:
             raise LivebridgeError(f"store url: {exc}") from exc
+        self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         scripts = {"enqueue": _ENQUEUE, "claim": _CLAIM, "complete": _COMPLETE,
                    "retry": _RETRY, "dead_letter": _DEAD_LETTER, "replay": _REPLAY,
                    "last_dead": _LAST_DEAD, "drop": _DROP, "stats": _STATS,
@@ -384,8 +402,11 @@ class RedisStore(Store):
                 await client.aclose()
 
     async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless Redis takes a write (a replica, ``MISCONF``,
+        ``OOM`` or too few replicas refuse it)."""
         with _unavailable():
-            await self._client().ping()
+            await self._client().set(self.prefix + "health", self._owner,
+                                     px=_ms(self.health_ttl))
 
     def _client(self) -> aioredis.Redis:
         if self._redis is None:

@@ -82,6 +82,8 @@ class SQLiteStore(Store):
     #: How old (s) the cached outbox depth may get before ``depth()`` counts again, so
     #: that changes by other processes (``livebridge dlq replay``) are seen.
     depth_resync = 5.0
+    #: How long ``ping``'s health record lives (s; ``purge_expired`` deletes it).
+    health_ttl = 10.0
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
                  exclusive: bool = True) -> None:
@@ -164,8 +166,14 @@ class SQLiteStore(Store):
             self._lock_fd = None
 
     async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless a write commits: a short-lived health record,
+        through the writer (a lock held elsewhere, a read-only file or a full disk fail it)."""
         if self._conn is None or self._writer is None or self._writer.done():
             raise StoreUnavailable("the SQLite store is not open")
+        try:
+            await self.kv_set("health", "ping", str(time.time()), self.health_ttl)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite cannot write: {exc}") from exc
 
     # --- the group-commit writer ----------------------------------------------------------
 

@@ -18,6 +18,8 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser, HeaderParser
 from html.parser import HTMLParser
 
+from livebridge import text_codec
+
 __all__ = [
     "ParsedAttachment",
     "ParsedEmail",
@@ -88,17 +90,14 @@ def decode_text(data: bytes, charset: str | None) -> str:
     """Decode body bytes: the declared charset (or its usual superset), else UTF-8, else
     Windows-1252; never raises."""
     declared = (charset or "").strip().strip('"').lower()
-    declared = _SUPERSETS.get(declared, declared)
-    for candidate in (declared, "utf-8"):
+    codec = text_codec(_SUPERSETS.get(declared, declared)) or ""  # only linear-time codecs
+    for candidate in (codec, "utf-8"):
         if candidate:
             try:
                 return data.decode(candidate)
-            except (LookupError, UnicodeDecodeError):
+            except UnicodeDecodeError:
                 continue
-    try:
-        return data.decode("cp1252" if declared in ("", "ascii") else declared, "replace")
-    except LookupError:
-        return data.decode("cp1252", "replace")
+    return data.decode(codec if codec not in ("", "ascii") else "cp1252", "replace")
 
 
 def parse_bytes(raw: bytes, keep_bytes: int) -> ParsedEmail:

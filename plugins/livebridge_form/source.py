@@ -39,7 +39,9 @@ from livebridge import (
     StoreUnavailable,
     read_body,
     read_multipart,
+    text_codec,
 )
+from livebridge.contacts import normalize_phone, valid_email
 from livebridge_form.page import STYLE_HASH, error_page, form_page, thanks_page
 from livebridge_form.ratelimit import SlidingWindowLimiter, client_key
 from livebridge_form.settings import FIELD_KEYS, FormSettings, origin_of
@@ -54,10 +56,6 @@ _IDEMPOTENCY_FIELD = "_idempotency_key"
 _NOT_UTF8 = "form is not valid UTF-8"
 #: A ``%`` not followed by two hex digits: no browser sends one.
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_NOT_ALLOWED = "[^@\\s\"(),:;<>\\[\\]\\\\"
-_EMAIL = re.compile(rf"{_NOT_ALLOWED}]+@(?:{_NOT_ALLOWED}.]+\.)+{_NOT_ALLOWED}.]{{2,}}")
-_PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
-_E164 = re.compile(r"\+[1-9]\d{6,14}")
 _WHAT = {"name": "a name", "email": "an email address", "phone": "a phone number",
          "message": "a message"}
 _CORS_ALLOW = {
@@ -65,22 +63,6 @@ _CORS_ALLOW = {
     "Access-Control-Allow-Headers": "Content-Type, Accept, Idempotency-Key",
     "Access-Control-Max-Age": "600",
 }
-
-
-def valid_email(value: str) -> bool:
-    """A plausible ``local@domain.tld`` address (what a contact form can check)."""
-    local = value.rsplit("@", 1)[0]
-    return (len(value) <= 254 and len(local) <= 64 and ".." not in value
-            and not local.startswith(".") and not local.endswith(".")
-            and _EMAIL.fullmatch(value) is not None)
-
-
-def normalize_phone(value: str) -> str | None:
-    """The E.164 form (``+442079460000``) of an international number, or ``None``."""
-    digits = _PHONE_PUNCTUATION.sub("", value)
-    if digits.startswith("00"):
-        digits = "+" + digits[2:]
-    return digits if _E164.fullmatch(digits) else None
 
 
 class _Refused(Exception):
@@ -116,11 +98,13 @@ def _text(value: str) -> str:
 
 
 def _decode(data: bytes, charset: str) -> str:
-    """``data`` decoded with the charset its sender named (a 400 if unknown or wrong)."""
+    """``data`` decoded with the charset its sender named (a 400 if not a known text charset,
+    or if the data is not valid in it)."""
+    codec = text_codec(charset)
+    if codec is None:  # unknown, not a text encoding ("base64"), or not linear ("punycode")
+        raise _Refused(400, "unknown charset")
     try:
-        return data.decode(charset)
-    except LookupError:  # unknown, or not a text encoding ("base64")
-        raise _Refused(400, "unknown charset") from None
+        return data.decode(codec)
     except ValueError:  # UnicodeDecodeError, and the codecs' own UnicodeErrors
         raise _Refused(400, _invalid_in(charset)) from None
 

@@ -49,6 +49,7 @@ class FakeSlack:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.users: dict[str, dict[str, Any]] = {}
+        self.channels: dict[str, dict[str, Any]] = {}
         self.posted: list[dict[str, Any]] = []
         self.calls: list[tuple[str, Params]] = []
         self.fail_users_info = False
@@ -65,6 +66,7 @@ class FakeSlack:
         self._methods: dict[str, tuple[str, Handler]] = {
             "auth.test": (bot_token, self._auth_test),
             "users.info": (bot_token, self._users_info),
+            "conversations.info": (bot_token, self._conversations_info),
             "chat.postMessage": (bot_token, self._chat_post_message),
             "apps.connections.open": (app_token, self._apps_connections_open),
         }
@@ -98,6 +100,38 @@ class FakeSlack:
         }
         self.users[user_id] = user
         return user
+
+    def add_channel(self, channel_id: str, name: str, *, private: bool = False
+                    ) -> dict[str, Any]:
+        """Register a channel for conversations.info (the shape Slack answers with)."""
+        channel = {
+            "id": channel_id,
+            "name": name,
+            "is_channel": not private,
+            "is_group": private,
+            "is_im": False,
+            "is_mpim": False,
+            "is_private": private,
+            "created": 1449252889,
+            "creator": "U0CREATOR",
+            "is_archived": False,
+            "is_general": False,
+            "unlinked": 0,
+            "name_normalized": name,
+            "is_shared": False,
+            "is_ext_shared": False,
+            "is_org_shared": False,
+            "shared_team_ids": [self.team_id],
+            "pending_shared": [],
+            "is_pending_ext_shared": False,
+            "is_member": True,
+            "topic": {"value": "", "creator": "", "last_set": 0},
+            "purpose": {"value": "", "creator": "", "last_set": 0},
+            "previous_names": [],
+            "locale": "en-US",
+        }
+        self.channels[channel_id] = channel
+        return channel
 
     def app(self) -> web.Application:
         """Build the aiohttp application serving ``/api/{method}`` and ``/socket-mode``."""
@@ -153,6 +187,10 @@ class FakeSlack:
             return _error("ratelimited", status=429, headers={"Retry-After": "1"})
         user = self.users.get(params.get("user", ""))
         return _ok(user=user) if user is not None else _error("user_not_found")
+
+    def _conversations_info(self, request: web.Request, params: Params) -> web.Response:
+        channel = self.channels.get(params.get("channel", ""))
+        return _ok(channel=channel) if channel is not None else _error("channel_not_found")
 
     def _chat_post_message(self, request: web.Request, params: Params) -> web.Response:
         if self.fail_post_message == "ratelimited":

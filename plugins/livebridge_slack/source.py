@@ -45,6 +45,7 @@ from livebridge import (
 from livebridge.config import Duration
 from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge_slack.api import TRANSPORT_ERRORS, error_of, is_transient, retry_after
+from livebridge_slack.mrkdwn import markdown_to_mrkdwn, mrkdwn_refs, mrkdwn_to_text
 from livebridge_slack.users import UserDirectory
 
 __all__ = ["SlackSettings", "SlackSource"]
@@ -370,8 +371,11 @@ class SlackSource(Source):
             return AcceptResult.DUPLICATE, None
         if await self.bridge.state(self).get(_posted_key(event["channel"], event["ts"])):
             return AcceptResult.DROPPED, "own post"
-        sender = await self._users.sender(str(event.get("user_team") or team), event["user"])
-        message = self._message(event_id, team, event, sender)
+        raw = str(event.get("text") or "")
+        sender, names = await asyncio.gather(  # at once: each lookup has its own timeout
+            self._users.sender(str(event.get("user_team") or team), event["user"]),
+            self._users.names(team, mrkdwn_refs(raw)))
+        message = self._message(event_id, team, event, sender, mrkdwn_to_text(raw, names))
         return await self.bridge.accept(message, self), None
 
     def _learn_bot_users(self, payload: Mapping[str, Any]) -> None:
@@ -403,7 +407,7 @@ class SlackSource(Source):
         return None if bridged else "channel not bridged"
 
     def _message(self, event_id: str, team: str, event: Mapping[str, Any],
-                 sender: Sender) -> InboundMessage:
+                 sender: Sender, text: str) -> InboundMessage:
         channel, ts = event["channel"], event["ts"]
         root = event.get("thread_ts") or ts
         in_thread = root != ts
@@ -417,7 +421,7 @@ class SlackSource(Source):
                     "slack_channel_type": event.get("channel_type")}
         return InboundMessage(
             source=self.name, event_id=event_id, sender=sender, thread_key=thread_key,
-            text=str(event.get("text") or ""), attachments=_attachments(event.get("files")),
+            text=text, attachments=_attachments(event.get("files")),
             message_ref=f"{channel}:{ts}", reply_to=f"{channel}:{root}" if in_thread else None,
             metadata={k: v for k, v in metadata.items() if v},
             reply_context={"team": team, "channel": channel,
@@ -451,15 +455,15 @@ class SlackSource(Source):
                          user=user, error=why)
 
     async def send_reply(self, reply: OutboundReply) -> None:
-        """Post the agent's reply with ``chat.postMessage`` where the customer wrote, and
-        remember its ``ts`` so that its echo is dropped."""
+        """Post the agent's reply (its Markdown as mrkdwn) with ``chat.postMessage`` where the
+        customer wrote, and remember its ``ts`` so that its echo is dropped."""
         channel = reply.reply_context.get("channel")
         if not channel:
             raise Permanent("no Slack channel recorded for this conversation")
         try:
             async with asyncio.timeout(API_TIMEOUT):
                 posted = await self.web.chat_postMessage(
-                    channel=channel, text=reply.text,
+                    channel=channel, text=markdown_to_mrkdwn(reply.text),
                     thread_ts=reply.reply_context.get("thread_ts"),
                 )
         except SlackApiError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -333,6 +334,112 @@ async def test_toggle_status(client: Client) -> None:
     await post(client, f"{CONVERSATIONS}/99999/toggle_status", {"status": "open"}, status=404)
 
 
+# -- an agent deleting and merging ---------------------------------------------------------
+
+NOT_FOUND = {"error": "Resource could not be found"}
+
+
+async def delete(client: Client, path: str, status: int = 200) -> bytes:
+    response = await client.delete(path, headers=AUTH)
+    assert response.status == status, await response.text()
+    return await response.read()
+
+
+async def incoming(client: Client, conversation_id: int, content: str) -> dict[str, Any]:
+    url = f"{CONVERSATIONS}/{conversation_id}/messages"
+    message: dict[str, Any] = await post(client, url, {"content": content,
+                                                      "message_type": "incoming"})
+    return message
+
+
+async def test_deleting_a_contact_deletes_its_conversations_and_messages(
+    client: Client, emulator: Emulator
+) -> None:
+    kept = await new_conversation(client, name="Kept")
+    contact = await new_contact(client, name="Gone", email="gone@example.com", phone_number="+1")
+    conversation = await post(client, CONVERSATIONS, {"inbox_id": INBOX, "source_id": "src-g",
+                                                      "contact_id": contact["id"]})
+    await incoming(client, conversation["id"], "bye")
+    await incoming(client, kept["id"], "still here")
+    assert await delete(client, f"{CONTACTS}/{contact['id']}") == b""  # Chatwoot: head :ok
+    assert await get(client, f"{CONTACTS}/{contact['id']}", status=404) == NOT_FOUND
+    assert await get(client, f"{CONVERSATIONS}/{conversation['id']}", status=404) == NOT_FOUND
+    await post(client, f"{CONVERSATIONS}/{conversation['id']}/messages",
+               {"content": "late", "message_type": "incoming"}, status=404)
+    await post(client, CONVERSATIONS, {"inbox_id": INBOX, "source_id": "src-g"}, status=404)
+    assert [m["content"] for m in emulator.state.messages.values()] == ["still here"]
+    assert list(emulator.state.conversations) == [kept["id"]]
+    assert (await get(client, f"{CONTACTS}?q=gone"))["payload"] == []
+    again = await new_contact(client, email="gone@example.com", phone_number="+1")  # free again
+    assert again["id"] > contact["id"]
+    assert await delete(client, f"{CONTACTS}/{contact['id']}", status=404) == (
+        b'{"error": "Resource could not be found"}')
+
+
+async def test_merge_moves_the_mergees_conversations_to_the_base_contact(
+    client: Client, emulator: Emulator
+) -> None:
+    mergee = await new_contact(client, name="Ann", email="ann@example.com", identifier="echo:ann",
+                               custom_attributes={"plan": "pro", "nested": {"a": 1}})
+    moved = await post(client, CONVERSATIONS, {"inbox_id": INBOX, "source_id": "src-ann",
+                                               "contact_id": mergee["id"]})
+    await incoming(client, moved["id"], "from Ann")
+    base = await new_contact(client, name="Ann Lee", phone_number="+15550001",
+                             custom_attributes={"plan": "free", "nested": {"b": 2}})
+    own = await post(client, CONVERSATIONS, {"inbox_id": INBOX, "contact_id": base["id"]})
+    merge = "/api/v2/accounts/actions/contact_merge"
+    merged = await post(client, merge, {"base_contact_id": base["id"],
+                                        "mergee_contact_id": mergee["id"]})
+    assert merged["id"] == base["id"]
+    # the base keeps its own fields and takes the mergee's where its own are blank
+    assert (merged["name"], merged["phone_number"]) == ("Ann Lee", "+15550001")
+    assert (merged["email"], merged["identifier"]) == ("ann@example.com", "echo:ann")
+    assert merged["custom_attributes"] == {"plan": "free", "nested": {"a": 1, "b": 2}}
+    assert await get(client, f"{CONTACTS}/{base['id']}") == {"payload": merged}
+    assert await get(client, f"{CONTACTS}/{mergee['id']}", status=404) == NOT_FOUND
+    listed = await get(client, f"{CONTACTS}/{base['id']}/conversations")
+    assert [c["id"] for c in listed["payload"]] == [moved["id"], own["id"]]
+    assert {c["meta"]["sender"]["email"] for c in listed["payload"]} == {"ann@example.com"}
+    fetched = await get(client, f"{CONVERSATIONS}/{moved['id']}")
+    assert fetched["meta"]["sender"]["id"] == base["id"]
+    assert fetched["account_info"]["contact_name"] == "Ann Lee"
+    [message] = emulator.state.messages_in(moved["id"])
+    assert message["sender"]["id"] == base["id"]
+    await incoming(client, moved["id"], "still the same conversation")
+    by_source = await post(client, CONVERSATIONS, {"inbox_id": INBOX, "source_id": "src-ann"})
+    assert by_source["meta"]["sender"]["id"] == base["id"]
+    search = await get(client, f"{CONTACTS}?q=echo:ann")
+    assert [c["id"] for c in search["payload"]] == [base["id"]]
+    await post(client, CONTACTS, {"inbox_id": INBOX, "email": "ANN@example.com"}, status=422)
+    # unknown or missing ids: 404, nothing changes; a contact merged into itself stays
+    for body in ({"base_contact_id": 99999, "mergee_contact_id": base["id"]},
+                 {"base_contact_id": base["id"], "mergee_contact_id": mergee["id"]},
+                 {"base_contact_id": base["id"]}, {}):
+        assert await post(client, merge, body, status=404) == NOT_FOUND
+    assert await post(client, merge, {"base_contact_id": base["id"],
+                                      "mergee_contact_id": base["id"]}) == merged
+    assert list(emulator.state.contacts) == [base["id"]]
+
+
+async def test_deleting_a_conversation_deletes_its_messages(
+    client: Client, emulator: Emulator
+) -> None:
+    conversation = await new_conversation(client, name="D")
+    cid = conversation["id"]
+    await incoming(client, cid, "one")
+    assert await delete(client, f"{CONVERSATIONS}/{cid}") == b""
+    assert await get(client, f"{CONVERSATIONS}/{cid}", status=404) == NOT_FOUND
+    assert await get(client, f"{CONVERSATIONS}/{cid}/messages", status=404) == NOT_FOUND
+    await post(client, f"{CONVERSATIONS}/{cid}/messages",
+               {"content": "two", "message_type": "incoming"}, status=404)
+    contact_id = conversation["meta"]["sender"]["id"]
+    assert (await get(client, f"{CONTACTS}/{contact_id}/conversations"))["payload"] == []
+    assert emulator.state.messages == {}
+    assert await delete(client, f"{CONVERSATIONS}/{cid}", status=404) == (
+        b'{"error": "Resource could not be found"}')
+    await delete(client, f"{CONVERSATIONS}/abc", status=404)
+
+
 # -- messages ------------------------------------------------------------------------------
 
 
@@ -497,7 +604,7 @@ async def test_state_summary_and_reset(client: Client, emulator: Emulator) -> No
     assert emulator.state.count_calls(path_prefix=CONVERSATIONS) == 2
     assert emulator.state.contacts_list()[0]["email"] == "s@example.com"
     emulator.faults = Faults(latency=0.01)
-    assert (await client.post("/_emulator/reset")).status == 200
+    assert (await client.post("/_emulator/reset", json={})).status == 200
     assert emulator.state.contacts == {} and emulator.state.calls == []
     assert emulator.faults == Faults()
     again = await new_contact(client, email="s@example.com")
@@ -515,18 +622,91 @@ async def test_html_page_escapes_and_replies(client: Client, emulator: Emulator)
     assert response.status == 200
     assert response.content_type == "text/html"
     page = await response.text()
-    assert "<script>" not in page
+    assert evil not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Livedesk emulator — nothing here reaches the real Livedesk" in page
     assert f'action="_emulator/conversations/{cid}/reply"' in page
     response = await client.post(
-        f"/_emulator/conversations/{cid}/reply", data={"content": "Hi <b>there</b>"}
+        f"/_emulator/conversations/{cid}/reply", json={"content": "Hi <b>there</b>"}
     )
     assert response.status == 200
-    assert response.url.path == "/"
-    assert response.history[0].status == 303
-    assert "Hi &lt;b&gt;there&lt;/b&gt;" in await response.text()
+    assert (await response.json())["content"] == "Hi <b>there</b>"
+    assert "Hi &lt;b&gt;there&lt;/b&gt;" in await (await client.get("/")).text()
     assert emulator.state.messages_in(cid)[-1]["message_type"] == 1
+
+
+def snapshot(emulator: Emulator) -> str:
+    state = emulator.state
+    return json.dumps([state.contacts, state.conversations, state.messages,
+                       dataclasses.asdict(emulator.faults)])
+
+
+async def test_admin_posts_take_json_from_the_same_origin_only(
+    client: Client, emulator: Emulator
+) -> None:
+    """No other web page can drive the admin endpoints: a cross-site form or a "simple"
+    fetch (text/plain) gets 415, a JSON fetch (which needs CORS) from elsewhere gets 403."""
+    mergee = await new_conversation(client, name="Mergee", email="m@example.com")
+    conversation = await new_conversation(client, name="Base")
+    cid, base_id = conversation["id"], conversation["meta"]["sender"]["id"]
+    mergee_id = mergee["meta"]["sender"]["id"]
+    own = str(client.make_url("")).rstrip("/")
+    actions: list[tuple[str, dict[str, Any]]] = [  # each valid when accepted, in this order
+        ("/_emulator/faults", {"latency": 0.001}),
+        (f"/_emulator/conversations/{cid}/reply", {"content": "hello", "private": True}),
+        (f"/_emulator/conversations/{cid}/status", {"status": "resolved"}),
+        ("/_emulator/actions/contact_merge", {"base_contact_id": base_id,
+                                              "mergee_contact_id": mergee_id}),
+        (f"/_emulator/conversations/{mergee['id']}/delete", {}),
+        (f"/_emulator/contacts/{base_id}/delete", {}),
+        ("/_emulator/reset", {}),
+    ]
+    for path, body in actions:
+        before = snapshot(emulator)
+        refused: list[tuple[int, dict[str, Any]]] = [
+            (415, {"data": json.dumps(body), "headers": {"Content-Type": "text/plain"}}),
+            (415, {"data": {k: str(v) for k, v in body.items()} or {"x": "1"}}),
+            (415, {}),
+            (403, {"json": body, "headers": {"Origin": "https://evil.example"}}),
+            (403, {"json": body, "headers": {"Origin": "null"}}),
+            (403, {"json": body, "headers": {"Origin": "http://[bad"}}),
+            (403, {"json": body, "headers": {"Referer": "https://evil.example/page"}}),
+            (403, {"json": body, "headers": {"Origin": "https://evil.example",
+                                             "Referer": f"{own}/"}}),
+        ]
+        for status, request in refused:
+            response = await client.post(path, **request)
+            assert response.status == status, (path, request, await response.text())
+            assert "error" in await response.json()
+            assert snapshot(emulator) == before, (path, request)
+        response = await client.post(path, json=body, headers={"Origin": own,
+                                                               "Referer": f"{own}/"})
+        assert response.status == 200, (path, await response.text())
+        assert snapshot(emulator) != before, path
+    assert emulator.state.contacts == {} and emulator.faults == Faults()
+    # without Origin, a same-origin Referer (or neither, as curl sends) is accepted
+    response = await client.post("/_emulator/faults", json={"latency": 0},
+                                 headers={"Referer": f"{own}/some/page"})
+    assert response.status == 200
+    assert (await client.post("/_emulator/reset", json={})).status == 200
+
+
+async def test_the_page_has_an_agents_actions(client: Client) -> None:
+    conversation = await new_conversation(client, name="P", email="p@example.com",
+                                          identifier="echo:p")
+    cid, contact_id = conversation["id"], conversation["meta"]["sender"]["id"]
+    page = await (await client.get("/")).text()
+    assert f"Contact {contact_id}: P &lt;p@example.com&gt; (identifier echo:p)" in page
+    for action in (f"conversations/{cid}/reply", f"conversations/{cid}/status",
+                   f"conversations/{cid}/delete", f"contacts/{contact_id}/delete",
+                   "actions/contact_merge"):
+        assert f'action="_emulator/{action}"' in page
+    assert '<input type="hidden" name="status" value="resolved">' in page
+    assert '"Content-Type": "application/json"' in page  # the forms post JSON
+    await post(client, f"{CONVERSATIONS}/{cid}/toggle_status", {"status": "resolved"})
+    page = await (await client.get("/")).text()
+    assert f"Conversation {cid} (resolved)" in page
+    assert '<input type="hidden" name="status" value="open">' in page
 
 
 async def test_works_mounted_as_a_sub_app(
@@ -550,11 +730,11 @@ async def test_works_mounted_as_a_sub_app(
     assert "Reply as agent" in await response.text()
     response = await client.post(
         f"/emulator/_emulator/conversations/{conversation['id']}/reply",
-        data={"content": "from the page", "private": "true"},
+        json={"content": "from the page", "private": True},
+        headers={"Origin": str(client.make_url("")).rstrip("/")},
     )
     assert response.status == 200
-    assert response.url.path == "/emulator/"
-    assert "from the page" in await response.text()
+    assert "from the page" in await (await client.get("/emulator/")).text()
     assert emulator.state.messages_in(conversation["id"])[-1]["private"] is True
 
 
