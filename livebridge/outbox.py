@@ -175,6 +175,7 @@ class RateLimiter:
         self._throttled_at = 0.0
         self._window = 0.0  # K: how long the cubic curve takes back up to _last_max
         self._sent: deque[float] = deque()
+        self._hold_until = 0.0
         self._tokens = float(self._capacity(self.ceiling))
         self._stamp = clock()
         self._lock = asyncio.Lock()
@@ -198,13 +199,15 @@ class RateLimiter:
         while self._sent and self._sent[0] <= horizon:
             self._sent.popleft()
 
-    def throttled(self) -> None:
-        """The receiver throttled a call: slow down to ``beta`` times the pace measured."""
+    def throttled(self, hold: float = 0.0) -> None:
+        """The receiver throttled a call: send nothing for ``hold`` seconds (its
+        ``Retry-After``), then at ``beta`` times the pace measured."""
         sent = max(self.measured, self.min_rate)
         base = min(sent, self.rate)
         self._last_max = base
         self._window = (base * (1 - self.beta) / self.scale) ** (1 / 3)
         self._throttled_at = self._stamp = self._clock()
+        self._hold_until = self._throttled_at + hold
         self._throttled = True
         self._tokens = min(self._tokens, float(self._capacity(self.rate)))
 
@@ -213,6 +216,9 @@ class RateLimiter:
         async with self._lock:
             while (rate := self.rate) != math.inf:
                 now = self._clock()
+                if now < self._hold_until:
+                    await asyncio.sleep(self._hold_until - now)
+                    continue
                 self._tokens = min(float(self._capacity(rate)),
                                    self._tokens + (now - self._stamp) * rate)
                 self._stamp = now
@@ -429,10 +435,11 @@ class Dispatcher:
             await self._retry(route, item, outcome, started)
             self.metrics.labels(self.metrics.retried, *labels).inc()
             return
-        route.breaker.success()  # the receiver answered
         reason = str(outcome)
         if isinstance(outcome, Retryable):
             reason = f"gave up after {item.attempts + 1} attempts over {age:.0f} s: {reason}"
+        else:
+            route.breaker.success()  # the receiver answered (it refused this item)
         log.error("delivery failed, dead-lettered", item=item.id, source=item.source,
                   reason=reason)
         await self.store.dead_letter(item, reason, outcome.response)
@@ -443,7 +450,7 @@ class Dispatcher:
         count = True
         if isinstance(outcome, Throttled):
             if route.pause(started, outcome.retry_after or self.policy.initial):
-                route.limiter.throttled()
+                route.limiter.throttled(hold=route.paused_for)
                 route.throttles += 1
                 self.metrics.labels(self.metrics.throttles, route.name).inc()
                 log.warning("throttled: pausing the route", route=route.name,
