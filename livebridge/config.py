@@ -135,8 +135,8 @@ class DeliveryConfig(_Section):
                               description="Livedesk calls/s at most (a ceiling); 0 = none")
     rate_burst: int = Field(default=100, ge=1)
     breaker_threshold: int = Field(default=5, ge=1)
-    probe_interval: Annotated[Duration, Field(gt=0)] = 2.0
-    probe_cap: Duration = 30.0
+    probe_interval: Annotated[Duration, Field(gt=0)] = 1.0
+    probe_cap: Duration = 5.0
     reply_concurrency: int = Field(default=8, ge=1, le=1024)
     reply_rate_limit: float = Field(default=0.0, ge=0,
                                     description="replies/s per source at most; 0 = none")
