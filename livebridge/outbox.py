@@ -259,7 +259,7 @@ class Route(ABC):
         self.limiter = flow.limiter
         self.pause_cap = flow.pause_cap
         self.throttles = 0
-        self._clock = clock
+        self.clock = clock
         self._paused_until = 0.0
         self._paused_at = -math.inf
         self.tasks: set[asyncio.Task[None]] = set()
@@ -272,7 +272,7 @@ class Route(ABC):
     @property
     def paused_for(self) -> float:
         """Seconds the route still waits: a throttle's pause, or until the breaker's probe."""
-        return max(0.0, self._paused_until - self._clock(), self.breaker.wait)
+        return max(0.0, self._paused_until - self.clock(), self.breaker.wait)
 
     def pause(self, started: float, retry_after: float | None) -> bool:
         """An attempt started at ``started`` was told to wait ``retry_after`` s: pause the
@@ -280,14 +280,14 @@ class Route(ABC):
         concurrent answers of one burst pause it once). Returns whether it paused."""
         if started < self._paused_at:
             return False
-        now = self._clock()
+        now = self.clock()
         self._paused_at = now
         self._paused_until = now + min(retry_after or 0.0, self.pause_cap)
         return True
 
     def capacity(self) -> int:
         """How many more items the route may start now."""
-        if self._paused_until > self._clock():
+        if self._paused_until > self.clock():
             return 0
         allowed = self.breaker.allow()
         free = self.concurrency - len(self.tasks)
@@ -406,7 +406,7 @@ class Dispatcher:
 
     async def _attempt(self, route: Route, item: OutboxItem) -> None:
         labels = (item.source, item.kind)
-        started = time.monotonic()
+        started = route.clock()
         try:
             # An attempt must end before its lease does, or the item would be claimed again
             # while this attempt still runs (a duplicate, out of order).
