@@ -1,7 +1,7 @@
 """Routes with their own flow control, over real sockets against the emulator's faults: rate
 limits, outages, one breaker per direction, replies under backpressure, start-up order,
 readiness per route, and the demo-mode webhook secret. Then the breaker and the rate limiter
-on an injected clock."""
+on an injected clock, and a poison item on a route of its own."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from livebridge import InboundMessage, OutboundReply, Sender, Source, hookimpl
+from livebridge import InboundMessage, OutboundReply, Sender, Source, Unavailable, hookimpl
+from livebridge.config import DeliveryConfig
 from livebridge.livedesk.emulator import Faults
-from livebridge.outbox import Breaker, Flow, RateLimiter, Route
+from livebridge.metrics import Metrics
+from livebridge.outbox import Breaker, Dispatcher, Flow, RateLimiter, Route
 from livebridge.replies import sign_webhook
 from livebridge.store import OutboxItem
+from livebridge.store.sqlite import SQLiteStore
 
 Post = Callable[..., dict[str, Any]]
 FAULTS = "/emulator/_emulator/faults"
@@ -330,3 +333,41 @@ def test_one_burst_of_throttles_pauses_a_route_once() -> None:
     clock.now += 3
     assert route.capacity() == 4
     assert route.pause(clock.now, 60) and route.paused_for == 10  # capped
+
+
+async def test_a_poison_item_does_not_keep_its_route_stopped(tmp_path: Any) -> None:
+    """An item its receiver always fails on opens the breaker; the next probe takes another
+    item, so the route goes on while the poison item waits."""
+
+    class Picky(Route):
+        def __init__(self) -> None:
+            super().__init__("picky", Flow(4, Breaker(2, 0.05, 0.05), RateLimiter(), 1))
+            self.delivered: list[str] = []
+
+        async def deliver(self, item: OutboxItem) -> None:
+            if item.payload == "poison":
+                raise Unavailable("HTTP 500")
+            self.delivered.append(item.payload)
+
+    store = SQLiteStore(tmp_path / "store.db")
+    await store.open()
+    route = Picky()
+    config = DeliveryConfig(initial_backoff=0.01, max_backoff=0.05)
+    dispatcher = Dispatcher(store, [route], config, Metrics())
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        async with dispatcher.changed:
+            await asyncio.wait_for(dispatcher.changed.wait_for(predicate), 10)
+
+    dispatcher.start()
+    try:
+        await store.enqueue("inbound", "s", "p", "poison-thread", "poison", 60, route="picky")
+        await until(lambda: route.breaker.state != "closed")
+        for i in range(3):
+            await store.enqueue("inbound", "s", f"g{i}", f"t{i}", f"good{i}", 60, route="picky")
+        await until(lambda: len(route.delivered) == 3)
+        assert sorted(route.delivered) == ["good0", "good1", "good2"]
+        assert (await store.stats()).depth == 1  # the poison item, still retried
+    finally:
+        await dispatcher.stop(1)
+        await store.close()
