@@ -16,6 +16,8 @@ from livebridge.exceptions import (
     ReplyNotSupported,
     Retryable,
     StoreUnavailable,
+    Throttled,
+    Unavailable,
 )
 from livebridge.files import FileError, fetch_file
 from livebridge.forms import (
@@ -68,6 +70,8 @@ __all__ = [
     "SourceSettings",
     "StoreUnavailable",
     "TextStyle",
+    "Throttled",
+    "Unavailable",
     "display_name",
     "equal",
     "fetch_file",

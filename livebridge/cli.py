@@ -17,12 +17,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from livebridge.app import DAEMON, collect_source_types, create_app
+from livebridge.app import DAEMON, create_app
 from livebridge.config import Config, load_config, load_store_config
 from livebridge.exceptions import LivebridgeError
 from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.logs import configure_logging
-from livebridge.plugins import get_plugin_manager
+from livebridge.plugins import collect_source_types, get_plugin_manager
 from livebridge.store import DeadLetter, Store, create_store
 
 __all__ = ["main"]
@@ -46,8 +46,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if emulator is not None:  # agent replies typed on the emulator's page come back to us
         host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
         emulator.webhook_url = f"http://{host}:{config.server.port}{config.livedesk.webhook_path}"
-        secret = config.livedesk.webhook_secret
-        emulator.webhook_secret = secret.get_secret_value() if secret else None
     web.run_app(app, host=config.server.host, port=config.server.port, access_log=None,
                 print=None, shutdown_timeout=config.delivery.shutdown_timeout + 5)
     return 0

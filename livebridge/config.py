@@ -134,10 +134,17 @@ class DeliveryConfig(_Section):
     max_backoff: Duration = 300.0
     retry_after_cap: Duration = 300.0
     max_age: Duration = 3 * 86400
-    rate_limit: float = Field(default=100.0, ge=0, description="Livedesk calls/s; 0 = none")
+    rate_limit: float = Field(default=100.0, ge=0,
+                              description="Livedesk calls/s at most (a ceiling); 0 = none")
     rate_burst: int = Field(default=100, ge=1)
     breaker_threshold: int = Field(default=5, ge=1)
+    probe_interval: Annotated[Duration, Field(gt=0)] = 1.0
+    probe_cap: Duration = 5.0
+    reply_concurrency: int = Field(default=8, ge=1, le=1024)
+    reply_rate_limit: float = Field(default=0.0, ge=0,
+                                    description="replies/s per source at most; 0 = none")
     max_outbox: int = Field(default=100_000, ge=1)
+    max_reply_outbox: int = Field(default=1_000_000, ge=1)
     lease: Annotated[Duration, Field(ge=1)] = 120.0
     shutdown_timeout: Duration = 10.0
 

@@ -15,6 +15,8 @@ __all__ = [
     "ReplyNotSupported",
     "Retryable",
     "StoreUnavailable",
+    "Throttled",
+    "Unavailable",
 ]
 
 
@@ -91,3 +93,13 @@ class Permanent(LivebridgeError):
     def __init__(self, message: str, *, response: str | None = None) -> None:
         super().__init__(message)
         self.response = response
+
+
+class Throttled(Retryable):
+    """The receiver asks to slow down (HTTP 429): the route pauses for ``retry_after`` and
+    lowers its rate; the item goes back without counting an attempt."""
+
+
+class Unavailable(Retryable):
+    """The receiver is down or unreachable (transport error, timeout, 5xx): counts toward
+    the route's breaker, which stops the route after several in a row."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import socket
 import subprocess
 import sys
@@ -33,12 +34,15 @@ from typing import Any
 
 import pytest_asyncio
 import yaml
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from livebridge.app import DAEMON, Daemon, collect_source_types, create_app
+from livebridge.app import DAEMON, create_app
 from livebridge.config import Config, parse_config
+from livebridge.daemon import Daemon
 from livebridge.livedesk.emulator import Emulator
-from livebridge.plugins import get_plugin_manager
+from livebridge.plugins import collect_source_types, get_plugin_manager
+from livebridge.replies import sign_webhook
 from livebridge.source import Source
 
 __all__ = ["BridgeHarness", "build_config", "make_bridge"]
@@ -77,6 +81,18 @@ class BridgeHarness:
         daemon: Daemon = app[DAEMON]
         return daemon
 
+    async def post_webhook(self, event: Any, path: str = "/livedesk/webhook") -> ClientResponse:
+        """Post a Livedesk webhook ``event`` (JSON-encoded unless bytes), signed as Livedesk
+        signs it with the daemon's webhook secret (in emulated mode, the one made at start)."""
+        raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+        headers = {"Content-Type": "application/json"}
+        secret = self.daemon.replies.secret
+        if secret is not None:
+            stamp = str(int(time.time()))
+            headers |= {"X-Chatwoot-Timestamp": stamp,
+                        "X-Chatwoot-Signature": sign_webhook(secret, stamp, raw)}
+        return await self.client.post(path, data=raw, headers=headers)
+
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on the daemon."""
         return str(self.client.make_url(path))
@@ -93,12 +109,10 @@ class BridgeHarness:
 
     async def agent_reply(self, conversation_id: int, text: str) -> dict[str, Any]:
         """Play an agent answering in Livedesk: the emulator posts the message and sends its
-        webhook, signed when ``livedesk.webhook_secret`` is set, to this daemon. Returns the
+        webhook, signed with the daemon's webhook secret, to this daemon. Returns the
         emulator's message; wait for its effect (e.g. the source's reply) with ``wait_for``."""
-        livedesk = self.daemon.config.livedesk
-        self.emulator.webhook_url = self.url(livedesk.webhook_path)
-        secret = livedesk.webhook_secret
-        self.emulator.webhook_secret = secret.get_secret_value() if secret else None
+        self.emulator.webhook_url = self.url(self.daemon.config.livedesk.webhook_path)
+        self.emulator.webhook_secret = self.daemon.replies.secret
         message: dict[str, Any] = await self.emulator.agent_reply(conversation_id, text)
         return message
 

@@ -103,7 +103,7 @@ async def test_a_file_that_cannot_be_fetched_becomes_a_line(make_bridge: Any,
                               "account_id": 1, "extension": "pdf", "data_url": gone,
                               "thumb_url": "", "file_size": 48, "width": None,
                               "height": None}]}
-    resp = await bridge.client.post("/livedesk/webhook", json=event)
+    resp = await bridge.post_webhook(event)
     assert resp.status == 200 and (await resp.json())["queued"] is True
     await bridge.wait_for(lambda: len(inbox.mails) == 1)
     [mail] = inbox.mails

@@ -1,13 +1,17 @@
-"""Agent replies: Livedesk's channel webhook in, the owning source's ``send_reply`` out.
+"""Agent replies: Livedesk's channel webhook in (``ReplyReceiver``), the owning source's
+``send_reply`` out (``ReplyRoute``, one route per source).
 
 Livedesk (like Chatwoot) posts each event once with no retry, so a reply is stored in the
-outbox before the webhook is answered, and delivered with the same retries as inbound mail.
+outbox before the webhook is answered 2xx; the outbox takes replies up to a much larger bound
+than inbound messages, so backpressure on inbound never loses one. Each source's replies are
+their own route (breaker, rate, concurrency): a failing Livedesk never holds them back.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -16,14 +20,15 @@ from livebridge.exceptions import Overloaded, ReplyNotSupported, StoreUnavailabl
 from livebridge.files import guess_type, name_of
 from livebridge.forms import BodyError, read_body
 from livebridge.http import reject
+from livebridge.metrics import Metrics
 from livebridge.model import Attachment, OutboundReply, ReplyAction
-from livebridge.plugins import call_chain
+from livebridge.outbox import Flow, Route
 from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
+from livebridge.source import Source
+from livebridge.store import OutboxItem
 
-if TYPE_CHECKING:
-    from livebridge.app import Daemon
-
-__all__ = ["ReplyRouter", "sign_webhook", "verify_webhook"]
+__all__ = ["ReplyHost", "ReplyReceiver", "ReplyRoute", "reply_route", "sign_webhook",
+           "verify_webhook"]
 
 log = structlog.get_logger("livebridge.replies")
 
@@ -97,28 +102,49 @@ def _positive_int(value: Any) -> int:
     return number
 
 
-class ReplyRouter:
-    """Receives the channel webhook and sends queued replies through their source."""
+def reply_route(source: str) -> str:
+    """The name of the route of ``source``'s replies."""
+    return f"reply:{source}"
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+
+class ReplyHost(Protocol):
+    """What the webhook receiver needs of the daemon."""
+
+    metrics: Metrics
+
+    async def thread_of(self, conversation_id: int) -> dict[str, Any] | None:
+        """The source thread recorded for a Livedesk conversation, if livebridge opened it."""
+
+    async def queue_reply(self, reply: OutboundReply) -> bool | None:
+        """Run the reply hooks and store the reply durably: True if stored, False for a
+        duplicate, None if a hook dropped it; ``StoreUnavailable``/``Overloaded`` if the
+        store cannot take it, ``ReplyNotSupported`` if no route can send it."""
+
+
+class ReplyReceiver:
+    """Receives the channel webhook: verifies it (when there is a ``secret``) and queues
+    each public agent reply to a conversation that livebridge opened."""
+
+    def __init__(self, host: ReplyHost, secret: str | None, max_age: float, *,
+                 forward_templates: bool = True) -> None:
+        self.host = host
+        self.secret = secret
+        self.max_age = max_age
+        self.forward_templates = forward_templates
 
     def _reject(self, request: web.Request, status: int, reason: str,
                 headers: dict[str, str] | None = None) -> web.Response:
-        return reject(log, self.daemon.metrics, _SOURCE, request, status, reason,
+        return reject(log, self.host.metrics, _SOURCE, request, status, reason,
                       headers=headers)
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
         """``POST`` handler for the Livedesk channel's webhook URL."""
-        daemon = self.daemon
-        config = daemon.config.livedesk
         try:
             body = await read_body(request, _MAX_BODY)
         except BodyError as exc:
             return self._reject(request, exc.status, exc.reason)
-        if config.webhook_secret is not None:
-            problem = verify_webhook(config.webhook_secret.get_secret_value(), request.headers,
-                                     body, config.webhook_max_age)
+        if self.secret is not None:
+            problem = verify_webhook(self.secret, request.headers, body, self.max_age)
             if problem:
                 return self._reject(request, 401, problem)
         try:
@@ -140,40 +166,28 @@ class ReplyRouter:
             reply = await self._reply_of(event, message_id, conversation_id)
             if reply is None:
                 return web.json_response({"ignored": "conversation not opened by livebridge"})
-            kept = await call_chain(daemon.pm.hook.livebridge_outbound_reply, reply, "reply")
-            if kept is None:
-                return web.json_response({"ignored": "dropped by a plugin hook"})
-            stored = await daemon.enqueue(
-                "reply", kept.source, kept.dedupe_key,
-                f"reply\x1f{kept.source}\x1f{kept.thread_key}", kept.model_dump_json(),
-            )
+            stored = await self.host.queue_reply(reply)
         except (Overloaded, StoreUnavailable) as exc:
             return self._reject(request, 503, "busy", {"Retry-After": str(exc.retry_after)})
+        except ReplyNotSupported as exc:
+            log.warning("agent reply not sent back", reason=str(exc))
+            return web.json_response({"ignored": str(exc)})
+        if stored is None:
+            return web.json_response({"ignored": "dropped by a plugin hook"})
         return web.json_response({"queued": stored, "duplicate": not stored})
 
     async def _reply_of(self, event: dict[str, Any], message_id: int,
                         conversation_id: int) -> OutboundReply | None:
-        """The reply an event asks for, or None: not the bridge's conversation, a template
-        while ``livedesk.forward_templates`` is off, or an edit its source cannot make
-        (logged and counted)."""
-        daemon = self.daemon
-        assert daemon.sink is not None
-        thread = await daemon.sink.thread_of(conversation_id)
+        """The reply an event asks for, or None: not the bridge's conversation, or a
+        template while ``livedesk.forward_templates`` is off."""
+        thread = await self.host.thread_of(conversation_id)
         if thread is None:
             return None
-        if event.get("message_type") in ("template", 3) and \
-                not daemon.config.livedesk.forward_templates:
+        if event.get("message_type") in ("template", 3) and not self.forward_templates:
             log.info("template message not forwarded (livedesk.forward_templates is off)",
                      message_id=message_id)
             return None
         action = _action_of(event)
-        source = daemon.sources.get(thread["source"])
-        if action != "send" and source is not None and not source.edits_replies:
-            log.warning(f"agent's {action} cannot reach the customer", source=source.name,
-                        message_id=message_id)
-            daemon.metrics.labels(daemon.metrics.dropped, source.name,
-                                  f"reply {action} not supported").inc()
-            return None
         sender = event.get("sender")
         name = sender.get("name") if isinstance(sender, dict) else None
         content = event.get("content")
@@ -186,10 +200,19 @@ class ReplyRouter:
             action=action, agent_name=name if isinstance(name, str) else None,
         )
 
-    async def send(self, reply: OutboundReply) -> None:
-        """Deliver one queued reply through the source that owns its thread."""
-        source = self.daemon.sources.get(reply.source)
-        if source is None:
-            raise ReplyNotSupported(f"source {reply.source!r} is no longer configured")
-        await source.send_reply(reply)
-        await self.daemon.notify("livebridge_reply_sent", reply=reply)
+
+class ReplyRoute(Route):
+    """Sends one source's queued replies through its ``send_reply``, at the route's rate."""
+
+    def __init__(self, source: Source, flow: Flow,
+                 notify: Callable[..., Awaitable[None]]) -> None:
+        super().__init__(reply_route(source.name), flow)
+        self.source = source
+        self._notify = notify
+
+    async def deliver(self, item: OutboxItem) -> None:
+        """Send one reply; ``livebridge_reply_sent`` hooks hear of it."""
+        reply = OutboundReply.model_validate_json(item.payload)
+        await self.limiter.acquire()
+        await self.source.send_reply(reply)
+        await self._notify("livebridge_reply_sent", reply=reply)
