@@ -63,10 +63,10 @@ async def test_a_burst_of_429s_slows_delivery_down_but_never_stalls_it(
         make_bridge: Any, echo: Any, echo_post: Post) -> None:
     """200 new customers (600 calls) against a Livedesk that allows 100 calls/s: everything
     is delivered, and no 429 counts as an attempt of its item."""
-    # A throttled conversation create stays "unanswered" for the sink's settle time (twice
-    # the Livedesk timeout) before it is tried again: kept short here.
-    bridge = await make_bridge({"sources": [{"type": "echo"}], "delivery": REAL_BACKOFF,
-                                "livedesk": {"timeout": "500ms"}}, plugins=[echo])
+    # A throttled conversation create was refused, so its retry does not wait out the sink's
+    # settle time (20 s here) as it would for an unanswered one.
+    bridge = await make_bridge({"sources": [{"type": "echo"}], "delivery": REAL_BACKOFF},
+                               plugins=[echo])
     bridge.emulator.faults = Faults(rate_limit=100, rate_limit_burst=10, retry_after=1)
     store = bridge.daemon.store
     retries: list[tuple[bool, str]] = []
@@ -80,12 +80,32 @@ async def test_a_burst_of_429s_slows_delivery_down_but_never_stalls_it(
     for i in range(200):
         assert (await bridge.client.post("/echo", json=echo_post(
             i, user=f"u{i}", thread=f"t{i}"))).status == 200
-    await bridge.wait_for(lambda: len(bridge.emulator.state.messages) == 200, timeout=60)
+    await bridge.wait_for(lambda: len(bridge.emulator.state.messages) == 200, timeout=15)
     assert 429 in statuses(bridge)
     throttled = [counted for counted, error in retries if "HTTP 429" in error]
     assert throttled and not any(throttled)
     assert await store.dead_letters() == []
     assert len(bridge.emulator.state.contacts) == 200
+
+
+async def test_a_throttled_conversation_create_is_tried_again_without_waiting_to_settle(
+        make_bridge: Any, echo: Any, echo_post: Post) -> None:
+    """A 429 on ``POST /conversations`` means nothing was created: the next attempt creates
+    the conversation at once instead of waiting out the sink's settle time (60 s here) as it
+    must for a create whose answer was lost."""
+    bridge = await make_bridge({"sources": [{"type": "echo"}], "livedesk": {"timeout": "30s"}},
+                               plugins=[echo])
+    await conversation_for(bridge, echo_post, thread="t1")  # the contact exists now
+    state = bridge.emulator.state
+    bridge.emulator.faults = Faults(rate_limit_rate=1.0, retry_after=1)
+    await bridge.client.post("/echo", json=echo_post(1, thread="t2"))
+    await bridge.wait_for(lambda: any(
+        c.method == "POST" and c.path.endswith("/conversations") and c.status == 429
+        for c in state.calls))
+    bridge.emulator.faults = Faults()
+    await bridge.wait_for(lambda: len(state.messages) == 2, timeout=15)
+    assert len(state.conversations) == 2
+    assert await bridge.daemon.store.dead_letters() == []
 
 
 async def test_after_an_outage_waiting_items_go_out_at_once(make_bridge: Any, echo: Any,

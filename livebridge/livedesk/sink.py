@@ -265,14 +265,21 @@ class LivedeskSink:
             await self.store.kv_set("conversation_pending", key, str(time.time()), PENDING_TTL)
             attributes = {**message.metadata, THREAD_TAG: tag}
             try:
-                conversation = await self.client.create_conversation(
-                    self.inbox_id, owner, custom_attributes=attributes)
+                try:
+                    conversation = await self.client.create_conversation(
+                        self.inbox_id, owner, custom_attributes=attributes)
+                except LivedeskError as exc:
+                    if exc.status != 404:  # 404: the mapped contact is gone from Livedesk
+                        raise
+                    owner = await self._contact(message, stale=owner)
+                    conversation = await self.client.create_conversation(
+                        self.inbox_id, owner, custom_attributes=attributes)
             except LivedeskError as exc:
-                if exc.status != 404:  # 404: the mapped contact is gone from Livedesk
-                    raise
-                owner = await self._contact(message, stale=owner)
-                conversation = await self.client.create_conversation(
-                    self.inbox_id, owner, custom_attributes=attributes)
+                if exc.status is not None and 400 <= exc.status < 500:
+                    # Refused (a 429, say): nothing was created, so the next attempt need not
+                    # wait for this one to settle.
+                    await self.store.kv_delete("conversation_pending", key)
+                raise
             return int(conversation["id"])
 
         conversation_id = await self._find_or_create("conversation", key, stale, create)

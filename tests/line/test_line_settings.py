@@ -8,8 +8,7 @@ import pytest
 
 from livebridge import ConfigError
 from livebridge.config import load_config
-from livebridge.plugins import collect_source_types
-from livebridge.plugins import get_plugin_manager
+from livebridge.plugins import collect_source_types, get_plugin_manager
 from livebridge.testing import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
