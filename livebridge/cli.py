@@ -20,6 +20,7 @@ from livebridge.exceptions import LivebridgeError
 from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.logs import configure_logging
 from livebridge.plugins import get_plugin_manager
+from livebridge.server import run as serve
 from livebridge.store import Store, create_store
 
 __all__ = ["main"]
@@ -45,8 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         emulator.webhook_url = f"http://{host}:{config.server.port}{config.livedesk.webhook_path}"
         secret = config.livedesk.webhook_secret
         emulator.webhook_secret = secret.get_secret_value() if secret else None
-    web.run_app(app, host=config.server.host, port=config.server.port, access_log=None,
-                print=None, shutdown_timeout=config.delivery.shutdown_timeout + 5)
+    serve(app, config.server, shutdown_timeout=config.delivery.shutdown_timeout + 5)
     return 0
 
 

@@ -70,6 +70,11 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    #: Request line and headers must be complete this long after a connection opens (or
+    #: after its previous answer); else it is closed. Also the idle keep-alive timeout.
+    header_timeout: Annotated[Duration, Field(gt=0)] = 15.0
+    #: Connections open at once from one client address; one more is answered 429 (0: no cap).
+    max_connections_per_client: int = Field(default=100, ge=0)
 
 
 class LivedeskConfig(_Section):

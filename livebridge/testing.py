@@ -27,12 +27,13 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from livebridge.app import DAEMON, Daemon, collect_source_types, create_app
 from livebridge.config import Config, parse_config
 from livebridge.livedesk.emulator import Emulator
 from livebridge.plugins import get_plugin_manager
+from livebridge.server import BridgeTestServer
 
 __all__ = ["BridgeHarness", "build_config", "make_bridge"]
 
@@ -119,7 +120,7 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[B
         plugins = list(plugins)
         config = build_config(raw or {}, tmp_path / f"bridge{len(clients)}", plugins, env)
         app = create_app(config, get_plugin_manager(plugins))
-        client = TestClient(TestServer(app))
+        client = TestClient(BridgeTestServer(app, config.server))
         await client.start_server()
         clients.append(client)
         emulator = emulator or app[DAEMON].emulator

@@ -1,0 +1,177 @@
+"""Shared helpers of the hostile-input suite: a linear-cost checker, a watcher of the health
+endpoints, and a raw socket that sends slowly.
+
+Every test here talks to a real daemon over a real socket (``make_bridge``), asserts the
+answer code, that ``/healthz``, ``/readyz`` and ``/metrics`` kept answering while the hostile
+request ran, and (where the cost depends on the input size) that the cost grows linearly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+
+from livebridge.testing import BridgeHarness
+
+#: The watcher's own client address: a separate client for the per-address connection cap.
+WATCHER_ADDRESS = "127.0.0.2"
+HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+async def best_time(action: Callable[[], Awaitable[object]], runs: int) -> float:
+    """The shortest of ``runs`` timings of ``action()`` (the least disturbed by noise)."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        await action()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+async def assert_linear_cost(cost: Callable[[int], Awaitable[object]], size: int,
+                             runs: int = 3) -> None:
+    """``cost(2 * size)`` takes at most 3x ``cost(size)`` (best of ``runs`` each): linear
+    work passes with room for noise, quadratic work (4x) fails."""
+    await cost(size)  # warm-up: imports, first connection
+    small = await best_time(lambda: cost(size), runs)
+    large = await best_time(lambda: cost(2 * size), runs)
+    assert large <= 3 * small, (
+        f"not linear: {size} units took {small:.4f} s, {2 * size} took {large:.4f} s "
+        f"({large / small:.1f}x)")
+
+
+@dataclass
+class HealthWatcher:
+    """Polls ``/healthz``, ``/readyz`` and ``/metrics`` in turn from its own client address
+    while a hostile request runs; ``assert_responsive`` checks they kept answering."""
+
+    bridge: BridgeHarness
+    idle: list[float] = field(default_factory=list)
+    during: list[float] = field(default_factory=list)
+    statuses: dict[str, set[int]] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    async def _poll(self, session: aiohttp.ClientSession, into: list[float],
+                    until: asyncio.Event) -> None:
+        polled = 0
+        while not until.is_set():
+            path = HEALTH_PATHS[polled % len(HEALTH_PATHS)]
+            start = time.perf_counter()
+            async with session.get(self.bridge.url(path)) as resp:
+                await resp.read()
+                self.statuses.setdefault(path, set()).add(resp.status)
+            into.append(time.perf_counter() - start)
+            polled += 1
+            if polled == 3 * len(HEALTH_PATHS) and into is self.idle:
+                return
+
+    @contextlib.asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        """Poll while the body runs (the poll under way when it ends is awaited, so at least
+        one overlaps it); a few polls before measure the idle latency."""
+        connector = aiohttp.TCPConnector(local_addr=(WATCHER_ADDRESS, 0), force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            done = asyncio.Event()
+            await self._poll(session, self.idle, done)
+            task = asyncio.create_task(self._poll(session, self.during, done))
+            await asyncio.sleep(0)  # the first poll is sent before the hostile request
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.elapsed = time.perf_counter() - started
+                done.set()
+                await task
+
+    def assert_responsive(self) -> None:
+        """Each endpoint answered 200 every time, and no poll waited for the hostile request:
+        the slowest took at most 20x the idle median, or half the time the request ran."""
+        assert self.statuses == {path: {200} for path in HEALTH_PATHS}, self.statuses
+        assert self.during, "no health poll completed while the request ran"
+        worst = max(self.during)
+        bound = max(20 * statistics.median(self.idle), self.elapsed / 2)
+        assert worst <= bound, (
+            f"health endpoints stalled {worst:.3f} s while the hostile request ran "
+            f"({self.elapsed:.3f} s; idle median {statistics.median(self.idle):.4f} s)")
+
+
+@pytest.fixture
+def health() -> Callable[[BridgeHarness], HealthWatcher]:
+    """``health(bridge)``: a ``HealthWatcher`` of that daemon."""
+    return HealthWatcher
+
+
+@dataclass
+class RawConnection:
+    """A plain TCP connection to the daemon, for requests no HTTP client would send."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    @classmethod
+    async def open(cls, bridge: BridgeHarness) -> RawConnection:
+        """Connect to the daemon."""
+        url = bridge.client.make_url("/")
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` now."""
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def send_slowly(self, data: bytes, interval: float, chunk: int = 1) -> bool:
+        """Write ``data`` ``chunk`` bytes every ``interval`` seconds (a slow client's pace);
+        True if the daemon closed the connection before all of it was sent."""
+        closed = asyncio.create_task(self.reader.read())
+        for start in range(0, len(data), chunk):
+            if closed.done():
+                return True
+            try:
+                await self.send(data[start:start + chunk])
+            except ConnectionError:
+                return True
+            await asyncio.sleep(interval)  # the slow sender's pace, not a synchronisation
+        closed.cancel()
+        return False
+
+    async def status(self) -> int:
+        """The status code of the answer read from the connection."""
+        line = await self.reader.readline()
+        assert line.startswith(b"HTTP/1."), line
+        return int(line.split()[1])
+
+    def close(self) -> None:
+        """Close the connection (abruptly, as a client going away)."""
+        self.writer.transport.abort()
+
+
+@pytest.fixture
+async def raw(make_bridge: Any) -> AsyncIterator[Callable[[BridgeHarness], Awaitable[Any]]]:
+    """``await raw(bridge)``: a ``RawConnection``, closed after the test."""
+    opened: list[RawConnection] = []
+
+    async def connect(bridge: BridgeHarness) -> RawConnection:
+        conn = await RawConnection.open(bridge)
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+async def nothing_stored(bridge: BridgeHarness) -> None:
+    """Nothing reached the outbox or Livedesk."""
+    await bridge.wait_idle()
+    stats = await bridge.daemon.store.stats()
+    assert (stats.depth, stats.dead_letters) == (0, 0)
+    assert not bridge.emulator.state.messages and not bridge.emulator.state.contacts

@@ -1,0 +1,114 @@
+"""The web form under hostile input (issue 13): each request is refused with a clear 4xx at a
+cost linear in its size, the health endpoints answer meanwhile, and nothing is stored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from livebridge.testing import BridgeHarness
+
+from .conftest import HealthWatcher, assert_linear_cost, nothing_stored
+
+#: No per-IP limit: the linear-cost checks post the same request many times.
+FORM = {"sources": [{"type": "form", "rate_limit": 0}]}
+#: Punycode decodes ``-`` followed by n letters in O(n^2) (100 KB: about 0.6 s on the loop).
+PUNY = 50_000
+JSON_HEADERS = {"Accept": "application/json"}
+
+
+async def post(bridge: BridgeHarness, data: Any, expected: int, **headers: str
+               ) -> dict[str, Any]:
+    """POST ``data`` to ``/form`` and check the answer code; the JSON answer."""
+    async with bridge.client.post("/form", data=data, headers={**JSON_HEADERS, **headers}
+                                  ) as resp:
+        body = await resp.read()
+        assert resp.status == expected, body[:300]
+        return dict(json.loads(body))
+
+
+def punycode_bomb(n: int) -> bytes:
+    return b"message=-" + b"a" * n
+
+
+BOUNDARY = "hostile-boundary"
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def multipart(*parts: tuple[str, str, bytes]) -> bytes:
+    """A multipart/form-data body of (name, part Content-Type, data) parts."""
+    out = b""
+    for name, ctype, data in parts:
+        out += (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n"
+                f"Content-Type: {ctype}\r\n\r\n").encode() + data + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+def multipart_bomb(n: int) -> bytes:
+    return multipart(("email", "text/plain", b"ada@example.com"),
+                     ("message", "text/plain; charset=punycode", b"-" + b"a" * n))
+
+
+async def test_punycode_form_post_is_refused_in_linear_time(
+        make_bridge: Any, health: Callable[[BridgeHarness], HealthWatcher]) -> None:
+    bridge = await make_bridge(FORM)
+    ctype = "application/x-www-form-urlencoded; charset=punycode"
+    watcher = health(bridge)
+    async with watcher.watching():
+        answer = await post(bridge, punycode_bomb(2 * PUNY), 400, **{"Content-Type": ctype})
+    assert answer["error"] == "unknown charset"
+    watcher.assert_responsive()
+    await assert_linear_cost(
+        lambda n: post(bridge, punycode_bomb(n), 400, **{"Content-Type": ctype}), PUNY)
+    await nothing_stored(bridge)
+
+
+async def test_punycode_multipart_part_is_refused_in_linear_time(
+        make_bridge: Any, health: Callable[[BridgeHarness], HealthWatcher]) -> None:
+    bridge = await make_bridge(FORM)
+    watcher = health(bridge)
+    async with watcher.watching():
+        answer = await post(bridge, multipart_bomb(2 * PUNY), 400, **MULTIPART)
+    assert answer["error"] == "unknown charset"
+    watcher.assert_responsive()
+    await assert_linear_cost(lambda n: post(bridge, multipart_bomb(n), 400, **MULTIPART), PUNY)
+    await nothing_stored(bridge)
+
+
+async def test_json_declared_in_an_unknown_charset_is_refused(make_bridge: Any) -> None:
+    bridge = await make_bridge(FORM)
+    body = json.dumps({"email": "ada@example.com", "message": "hello"}).encode()
+    answer = await post(bridge, body, 400, **{"Content-Type": "application/json; charset=punycode"})
+    assert answer["error"] == "unknown charset"
+    await nothing_stored(bridge)
+
+
+async def test_json_with_many_fields_that_are_not_text_is_capped(
+        make_bridge: Any, health: Callable[[BridgeHarness], HealthWatcher]) -> None:
+    """Each value that is not text was listed in the 422 (and its log line): one per key."""
+    bridge = await make_bridge(FORM)
+
+    def many(n: int) -> bytes:
+        return json.dumps(dict.fromkeys((f"f{i}" for i in range(n)), True)).encode()
+
+    ctype = {"Content-Type": "application/json"}
+    body, watcher = many(20_000), health(bridge)
+    async with watcher.watching():
+        answer = await post(bridge, body, 413, **ctype)
+    assert answer["error"].startswith("too many fields")
+    watcher.assert_responsive()
+    await assert_linear_cost(lambda n: post(bridge, many(n), 413, **ctype), 20_000)
+    await nothing_stored(bridge)
+
+
+async def test_deeply_nested_json_is_refused_in_linear_time(make_bridge: Any) -> None:
+    bridge = await make_bridge(FORM)
+
+    def nested(n: int) -> bytes:
+        return b'{"message": ' + b"[" * n + b"]" * n + b"}"
+
+    ctype = {"Content-Type": "application/json"}
+    await post(bridge, nested(100_000), 400, **ctype)
+    await assert_linear_cost(lambda n: post(bridge, nested(n), 400, **ctype), 100_000)
+    await nothing_stored(bridge)
