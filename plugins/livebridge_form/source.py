@@ -166,7 +166,7 @@ def _json(body: bytes, charset: str | None) -> _Posted:
     if not isinstance(data, dict):
         raise _Refused(400, "expected a JSON object of fields")
     posted = _Posted()
-    bad = {}
+    bad: dict[str, str] = {}
     for name, value in data.items():
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str | int | float) and not isinstance(item, bool):
