@@ -144,9 +144,15 @@ class RawConnection:
         return False
 
     async def status(self) -> int:
-        """The status code of the answer read from the connection."""
+        """The status code of the next answer, read whole (status line, headers, body)."""
         line = await self.reader.readline()
         assert line.startswith(b"HTTP/1."), line
+        length = 0
+        while (header := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = header.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
         return int(line.split()[1])
 
     def close(self) -> None:
