@@ -37,15 +37,19 @@ async def best_time(action: Callable[[], Awaitable[object]], runs: int) -> float
 
 
 async def assert_linear_cost(cost: Callable[[int], Awaitable[object]], size: int,
-                             runs: int = 3) -> None:
+                             runs: int = 3, attempts: int = 3) -> None:
     """``cost(2 * size)`` takes at most 3x ``cost(size)`` (best of ``runs`` each): linear
-    work passes with room for noise, quadratic work (4x) fails."""
+    work passes with room for noise, quadratic work (4x) fails. A noisy machine gets up to
+    ``attempts`` comparisons; quadratic work fails every one."""
     await cost(size)  # warm-up: imports, first connection
-    small = await best_time(lambda: cost(size), runs)
-    large = await best_time(lambda: cost(2 * size), runs)
-    assert large <= 3 * small, (
-        f"not linear: {size} units took {small:.4f} s, {2 * size} took {large:.4f} s "
-        f"({large / small:.1f}x)")
+    ratios = []
+    for _ in range(attempts):
+        small = await best_time(lambda: cost(size), runs)
+        large = await best_time(lambda: cost(2 * size), runs)
+        if large <= 3 * small:
+            return
+        ratios.append(f"{small:.4f} s -> {large:.4f} s ({large / small:.1f}x)")
+    raise AssertionError(f"not linear: {size} units, then {2 * size}: {'; '.join(ratios)}")
 
 
 @dataclass
@@ -93,11 +97,12 @@ class HealthWatcher:
 
     def assert_responsive(self) -> None:
         """Each endpoint answered 200 every time, and no poll waited for the hostile request:
-        the slowest took at most 20x the idle median, or half the time the request ran."""
+        the slowest took at most half the time the request ran (a request that blocks the
+        event loop stalls a poll for all of it), or 100x the idle median (for short ones)."""
         assert self.statuses == {path: {200} for path in HEALTH_PATHS}, self.statuses
         assert self.during, "no health poll completed while the request ran"
         worst = max(self.during)
-        bound = max(20 * statistics.median(self.idle), self.elapsed / 2)
+        bound = max(100 * statistics.median(self.idle), self.elapsed / 2)
         assert worst <= bound, (
             f"health endpoints stalled {worst:.3f} s while the hostile request ran "
             f"({self.elapsed:.3f} s; idle median {statistics.median(self.idle):.4f} s)")
