@@ -35,14 +35,15 @@ PATIENCE = 40
 
 async def test_slow_headers_are_cut_off(make_bridge: Any, raw: Raw, health: Health) -> None:
     bridge = await make_bridge({"server": {"header_timeout": 0.5}, "sources": [FORM]})
-    conn = await raw(bridge)
-    watcher = health(bridge)
-    async with watcher.watching():
+
+    async def slow_headers() -> bool:
         # One header byte every 50 ms: the headers never complete within PATIENCE timeouts.
-        closed = await conn.send_slowly(b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 400,
-                                        interval=0.05)
+        conn = await raw(bridge)
+        return await conn.send_slowly(b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 400,
+                                      interval=0.05)
+
+    closed = await health(bridge).during(slow_headers)
     assert closed, "the daemon kept a connection whose headers never completed"
-    watcher.assert_responsive()
 
 
 async def test_a_connection_that_sends_nothing_is_closed(make_bridge: Any, raw: Raw) -> None:
@@ -55,16 +56,17 @@ async def test_a_connection_that_sends_nothing_is_closed(make_bridge: Any, raw: 
 async def test_slow_body_is_cut_off(make_bridge: Any, raw: Raw, health: Health) -> None:
     bridge = await make_bridge({"server": {"header_timeout": 0.5, "body_timeout": 0.5},
                                 "sources": [FORM]})
-    conn = await raw(bridge)
     body = b"email=ada%40example.com&message=" + b"a" * 400
-    await conn.send(b"POST /form HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
-                    b"Content-Type: application/x-www-form-urlencoded\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(body))
-    watcher = health(bridge)
-    async with watcher.watching():
-        closed = await conn.send_slowly(body, interval=0.05)
+
+    async def slow_body() -> bool:
+        conn = await raw(bridge)
+        await conn.send(b"POST /form HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
+                        b"Content-Type: application/x-www-form-urlencoded\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body))
+        return await conn.send_slowly(body, interval=0.05)
+
+    closed = await health(bridge).during(slow_body)
     assert closed, "the daemon waited for a body sent a byte at a time"
-    watcher.assert_responsive()
     await nothing_stored(bridge)
 
 
@@ -73,12 +75,14 @@ async def test_connections_per_client_address_are_capped(make_bridge: Any, raw: 
     bridge = await make_bridge({"server": {"max_connections_per_client": 4},
                                 "sources": [FORM]})
     held = [await raw(bridge) for _ in range(4)]
-    extra = await raw(bridge)
-    watcher = health(bridge)  # from another address: not affected by this client's cap
-    async with watcher.watching():
+
+    async def one_more() -> int:
+        extra = await raw(bridge)
         await extra.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert await extra.status() == 429
-    watcher.assert_responsive()
+        return await extra.status()
+
+    # The watcher polls from another address: this client's cap does not apply to it.
+    assert await health(bridge).during(one_more) == 429
     for conn in held:  # the held connections are served
         await conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert await conn.status() == 200
