@@ -154,8 +154,8 @@ class RawConnection:
 
     async def send_slowly(self, data: bytes, interval: float, chunk: int = 1) -> bool:
         """Write ``data`` ``chunk`` bytes every ``interval`` seconds (a slow client's pace);
-        True if the daemon closed the connection before all of it was sent."""
-        closed = asyncio.create_task(self.reader.read())
+        True if the daemon answered or closed the connection before all of it was sent."""
+        closed = asyncio.create_task(self.reader.read(1))
         for start in range(0, len(data), chunk):
             if closed.done():
                 return True
