@@ -22,12 +22,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from aiohttp.web_protocol import RequestHandler
 
 from livebridge.config import ServerConfig
 
-__all__ = ["BridgeRunner", "BridgeTestServer", "run"]
+__all__ = ["BridgeRunner", "run"]
 
 log = structlog.get_logger("livebridge.server")
 
@@ -153,17 +152,6 @@ class BridgeRunner(web.AppRunner):
             self._previous_handler(loop, context)
         else:
             loop.default_exception_handler(context)
-
-
-class BridgeTestServer(TestServer):
-    """aiohttp's ``TestServer`` serving through ``BridgeRunner`` (for ``make_bridge``)."""
-
-    def __init__(self, app: web.Application, server: ServerConfig, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._settings = server
-
-    async def _make_runner(self, **kwargs: Any) -> BridgeRunner:
-        return BridgeRunner(self.app, self._settings, **kwargs)
 
 
 def run(app: web.Application, server: ServerConfig, *, shutdown_timeout: float) -> None:
