@@ -4,8 +4,10 @@ cost linear in its size, the health endpoints answer meanwhile, and nothing is s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import pytest
 
 from livebridge.testing import BridgeHarness
 
@@ -105,4 +107,34 @@ async def test_deeply_nested_json_is_refused_in_linear_time(make_bridge: Any) ->
     ctype = {"Content-Type": "application/json"}
     await post(bridge, nested(100_000), 400, **ctype)
     await assert_linear_cost(lambda n: post(bridge, nested(n), 400, **ctype), 100_000)
+    await nothing_stored(bridge)
+
+
+def empty_parts(n: int) -> bytes:
+    """``n`` empty multipart parts: framing only (about 50 bytes each), no part data."""
+    part = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="x"\r\n\r\n\r\n'.encode()
+    return part * n + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def chunked(body: bytes) -> AsyncIterator[bytes]:
+    """``body`` sent with chunked encoding (no Content-Length to refuse it by)."""
+    for start in range(0, len(body), 65536):
+        yield body[start:start + 65536]
+
+
+@pytest.mark.xfail(strict=True, reason="needs the email helper's multipart framing caps "
+                   "(livebridge/forms.py)")
+async def test_multipart_framing_counts_against_the_body_cap(
+        make_bridge: Any, health: Callable[[BridgeHarness], HealthWatcher]) -> None:
+    """Chunked, so no Content-Length; only framing, so no part data to count: 2.9 MiB of it
+    was parsed for 9.5 s before the 413."""
+    bridge = await make_bridge(FORM)
+    bomb = empty_parts(24_000)  # 1.2 MiB, past the form's cap of 1 MiB
+
+    async def post_chunked(body: bytes) -> dict[str, Any]:
+        return await post(bridge, chunked(body), 413, **MULTIPART)
+
+    answer = await health(bridge).during(lambda: post_chunked(bomb))
+    assert answer["error"].startswith("body too large")
+    await assert_linear_cost(lambda n: post_chunked(empty_parts(n)), 8_000)
     await nothing_stored(bridge)
