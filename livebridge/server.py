@@ -37,6 +37,9 @@ _TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\n"
              b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
              % (len(_REFUSAL), _REFUSAL))
 _ACCEPT_FAILED = "socket.accept() out of system resource"
+#: After a failed accept(), asyncio schedules a retry once per connection it could not take;
+#: those that fire after the listening socket closed fail too (at shutdown).
+_ACCEPT_RETRY = "BaseSelectorEventLoop._start_serving"
 
 
 class _Every:
@@ -55,6 +58,11 @@ class _Every:
             return False
         self._next = now + self.period
         return True
+
+    @property
+    def seen(self) -> bool:
+        """Whether the event happened at all."""
+        return self._next > 0
 
     def take(self) -> int:
         """The suppressed count, reset."""
@@ -136,11 +144,15 @@ class BridgeRunner(web.AppRunner):
         return _GuardedServer(made, self._max_per_client, loop=loop, **self._handler_args)
 
     async def _cleanup_server(self) -> None:
-        asyncio.get_running_loop().set_exception_handler(self._previous_handler)
+        if not self._fd_warnings.seen:  # else accept() retries may still fire: keep quiet
+            asyncio.get_running_loop().set_exception_handler(self._previous_handler)
         await super()._cleanup_server()
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if context.get("message") == _ACCEPT_FAILED:
+        message = str(context.get("message", ""))
+        if self._fd_warnings.seen and _ACCEPT_RETRY in message:
+            return
+        if message == _ACCEPT_FAILED:
             if self._fd_warnings.due():
                 log.warning("cannot accept connections: out of file descriptors (raise "
                             "`ulimit -n`, or lower server.header_timeout and "
