@@ -12,10 +12,12 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,14 +31,25 @@ from livebridge_slack.fake import FakeSlack
 from livebridge.livedesk.webhook import sign_webhook
 from livebridge.testing import BridgeHarness
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "email"))  # the email tests' helpers
+
+from email_helpers import (
+    PASSWORD,
+    SIGNING_KEY,
+    SUPPORT,
+    TOPIC,
+    USER,
+    SNSKeys,
+    sns_keys,  # noqa: F401 - fixture
+    sns_notification,
+    sns_time,
+)
+
 #: Malformed Content-Disposition headers are what this fuzzes; aiohttp warns about each.
 pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.BadContentDispositionHeader")
 
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
-USER, PASSWORD = "postmaster", "s3cret-webhook-pass"
 WEBHOOK_SECRET = "hush-livedesk-webhook-secret"
-TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-inbound"
 PROVIDERS = ("mailgun", "sendgrid", "postmark", "ses", "mime")
 #: Per request: a hang is a failure, not a slow test.
 REQUEST_TIMEOUT = 10.0
@@ -120,19 +133,15 @@ _extra_headers = st.dictionaries(
 # --- the daemon --------------------------------------------------------------------------------
 
 
-async def _no_certificates(url: str) -> bytes:
-    raise AssertionError(f"a forged SNS message made the daemon fetch {url}")
-
-
 @pytest.fixture
 async def bridge(aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
-                 make_bridge: Any) -> BridgeHarness:
+                 make_bridge: Any, sns_keys: SNSKeys) -> BridgeHarness:  # noqa: F811
     """A daemon with every source: the form, Slack (events), email for each provider, and a
     signed Livedesk webhook."""
     slack = await aiohttp_server(FakeSlack().app())
     email: list[dict[str, Any]] = [
         {"type": "email", "name": f"email-{p}", "provider": p,
-         **({"signing_key": MAILGUN_KEY} if p == "mailgun" else
+         **({"signing_key": SIGNING_KEY} if p == "mailgun" else
             {"ses_topic_arns": [TOPIC]} if p == "ses" else
             {"webhook_user": USER, "webhook_password": PASSWORD})}
         for p in PROVIDERS]
@@ -141,7 +150,8 @@ async def bridge(aiohttp_server: Callable[[web.Application], Awaitable[TestServe
         "sources": [{"type": "form", "rate_limit": 0},
                     {"type": "slack", "signing_secret": SLACK_SECRET, "bot_token": "xoxb-test",
                      "api_url": str(slack.make_url("/api/"))}, *email]})
-    harness.daemon.sources["email-ses"].provider.fetch = _no_certificates  # type: ignore[attr-defined]
+    # SNS certificates served offline
+    harness.daemon.sources["email-ses"].provider.fetch = sns_keys.fetch  # type: ignore[attr-defined]
     return harness
 
 
@@ -216,17 +226,30 @@ async def test_slack_events(bridge: BridgeHarness, body: tuple[str, bytes], sign
 
 def _mailgun_fields() -> dict[str, str]:
     stamp, token = str(int(time.time())), uuid.uuid4().hex * 2
-    digest = hmac.new(MAILGUN_KEY.encode(), (stamp + token).encode(), hashlib.sha256)
+    digest = hmac.new(SIGNING_KEY.encode(), (stamp + token).encode(), hashlib.sha256)
     return {"timestamp": stamp, "token": token, "signature": digest.hexdigest()}
+
+
+@st.composite
+def _sns(draw: st.DrawFn, keys: SNSKeys) -> dict[str, Any]:
+    """A signed SNS notification: an SES one carrying any bytes as the mail, or any JSON."""
+    if draw(st.booleans()):
+        return sns_notification(draw(st.binary(max_size=2000)), [SUPPORT], keys)
+    return keys.sign({"Type": "Notification", "MessageId": str(uuid.uuid4()),
+                      "TopicArn": TOPIC, "Message": json.dumps(draw(_json_values)),
+                      "Timestamp": sns_time()})
 
 
 @FUZZ_EMAIL
 @given(data=st.data(), provider=st.sampled_from(PROVIDERS), credentials=st.booleans(),
        extra=_extra_headers)
-async def test_email(bridge: BridgeHarness, data: st.DataObject, provider: str,
-                     credentials: bool, extra: dict[str, str]) -> None:
+async def test_email(bridge: BridgeHarness, sns_keys: SNSKeys,  # noqa: F811
+                     data: st.DataObject, provider: str, credentials: bool,
+                     extra: dict[str, str]) -> None:
     signed = _mailgun_fields() if provider == "mailgun" and credentials else None
     ctype, body = data.draw(_body(signed))
+    if provider == "ses" and credentials:  # credentials: SNS's signature on what it carries
+        ctype, body = "text/plain", json.dumps(data.draw(_sns(sns_keys))).encode()
     headers = _headers(ctype, extra)
     if credentials and provider in ("sendgrid", "postmark", "mime"):
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
