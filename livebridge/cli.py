@@ -23,6 +23,7 @@ from livebridge.exceptions import LivebridgeError
 from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.logs import configure_logging
 from livebridge.plugins import collect_source_types, get_plugin_manager
+from livebridge.server import run as serve
 from livebridge.store import DeadLetter, Store, create_store
 
 __all__ = ["main"]
@@ -46,8 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if emulator is not None:  # agent replies typed on the emulator's page come back to us
         host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
         emulator.webhook_url = f"http://{host}:{config.server.port}{config.livedesk.webhook_path}"
-    web.run_app(app, host=config.server.host, port=config.server.port, access_log=None,
-                print=None, shutdown_timeout=config.delivery.shutdown_timeout + 5)
+    serve(app, config.server, shutdown_timeout=config.delivery.shutdown_timeout + 5)
     return 0
 
 

@@ -67,6 +67,11 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     #: Time allowed to read a whole request body; past it the request is answered 408.
     body_timeout: Duration = Field(default=60.0, gt=0)
+    #: Request line and headers must be complete this long after a connection opens (or
+    #: after its previous answer); else it is closed. Also the idle keep-alive timeout.
+    header_timeout: Annotated[Duration, Field(gt=0)] = 15.0
+    #: Connections open at once from one client address; one more is answered 429 (0: no cap).
+    max_connections_per_client: int = Field(default=100, ge=0)
 
 
 class LivedeskConfig(_Section):

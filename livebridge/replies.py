@@ -149,7 +149,7 @@ class ReplyReceiver:
                 return self._reject(request, 401, problem)
         try:
             event = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             return self._reject(request, 400, "malformed JSON")
         if not isinstance(event, dict):
             return self._reject(request, 400, "expected a JSON object")

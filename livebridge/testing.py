@@ -34,15 +34,16 @@ from typing import Any
 
 import pytest_asyncio
 import yaml
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from livebridge.app import DAEMON, create_app
-from livebridge.config import Config, parse_config
+from livebridge.config import Config, ServerConfig, parse_config
 from livebridge.daemon import Daemon
 from livebridge.livedesk.emulator import Emulator
 from livebridge.plugins import collect_source_types, get_plugin_manager
 from livebridge.replies import sign_webhook
+from livebridge.server import BridgeRunner
 from livebridge.source import Source
 
 __all__ = ["BridgeHarness", "build_config", "make_bridge"]
@@ -149,6 +150,18 @@ async def _wait(condition: Any, predicate: Predicate, timeout: float) -> None:
         raise AssertionError(f"condition not met within {timeout} s") from None
 
 
+class _BridgeTestServer(TestServer):
+    """aiohttp's ``TestServer`` serving through ``BridgeRunner``, as ``livebridge run`` does
+    (header timeout, per-client connection cap, quiet disconnects)."""
+
+    def __init__(self, app: web.Application, server: ServerConfig) -> None:
+        super().__init__(app)
+        self._settings = server
+
+    async def _make_runner(self, **kwargs: Any) -> BridgeRunner:
+        return BridgeRunner(self.app, self._settings, **kwargs)
+
+
 @pytest_asyncio.fixture
 async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[BridgeHarness]]]:
     """A factory: ``await make_bridge(config_dict, plugins=[...], env={...})``."""
@@ -161,7 +174,7 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[B
         plugins = list(plugins)
         config = build_config(raw or {}, tmp_path / f"bridge{len(clients)}", plugins, env)
         app = create_app(config, get_plugin_manager(plugins))
-        client = TestClient(TestServer(app))
+        client = TestClient(_BridgeTestServer(app, config.server))
         await client.start_server()
         clients.append(client)
         emulator = emulator or app[DAEMON].emulator

@@ -526,7 +526,7 @@ async def _json_body(request: web.Request) -> JSON:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise EmulatorError(400, {"error": f"Malformed JSON body: {exc}"}) from None
     if not isinstance(body, dict):
         raise EmulatorError(400, {"error": "JSON body must be an object"})

@@ -150,8 +150,12 @@ def _urlencoded(body: bytes, charset: str) -> _Posted:
     return posted
 
 
-def _json(body: bytes) -> _Posted:
-    """A JSON object of fields: each value text, a number, or a list of them."""
+def _json(body: bytes, charset: str | None) -> _Posted:
+    """A JSON object of fields: each value text, a number, or a list of them. The body is
+    read as JSON reads it (UTF-8, or UTF-16/32 by its first bytes); a declared ``charset``
+    must still be a known text charset."""
+    if charset is not None and text_codec(charset) is None:
+        raise _Refused(400, "unknown charset")
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
@@ -159,12 +163,14 @@ def _json(body: bytes) -> _Posted:
     if not isinstance(data, dict):
         raise _Refused(400, "expected a JSON object of fields")
     posted = _Posted()
-    bad = {}
+    bad: dict[str, str] = {}
     for name, value in data.items():
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str | int | float) and not isinstance(item, bool):
                 posted.add(name, str(item))
             elif item is not None:
+                if len(bad) >= _MAX_FIELDS:  # each is named in the answer and the log
+                    raise _Refused(413, f"too many fields (at most {_MAX_FIELDS})")
                 bad[_text(name)] = "must be text"
     if bad:
         raise _Refused(422, "invalid fields", bad)
@@ -380,7 +386,7 @@ class FormSource(Source):
         if ctype == "application/x-www-form-urlencoded":
             return _urlencoded(body, request.charset or "utf-8")
         if ctype == "application/json":
-            return _json(body)
+            return _json(body, request.charset)
         raise _Refused(415, "unsupported content type (use a form post or JSON)")
 
     # --- validation -----------------------------------------------------------------------

@@ -281,14 +281,17 @@ class SlackSource(Source):
     # --- events mode ----------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
-        """``POST`` handler of the Events API: verify, then ``receive``, then answer."""
+        """``POST`` handler of the Events API: verify, then ``receive``, then answer. An
+        unsigned or stale request is refused before its body is read."""
+        timestamp, problem = self._stamp_problem(request.headers)
+        if problem:
+            return self.reject(request, 401, problem)
         try:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyError as exc:
             return self.reject(request, exc.status, exc.reason)
-        problem = self._signature_problem(request.headers, body)
-        if problem:
-            return self.reject(request, 401, problem)
+        if not self._signed(request.headers, timestamp, body):
+            return self.reject(request, 401, "bad signature")
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
@@ -310,22 +313,24 @@ class SlackSource(Source):
                                headers={"Retry-After": str(exc.retry_after)})
         return web.json_response({"ok": True, "result": result.value, "reason": reason})
 
-    def _signature_problem(self, headers: Mapping[str, str], body: bytes) -> str | None:
-        """Why the request is not Slack's (v0 signature, 5-minute window), or None."""
+    @staticmethod
+    def _stamp_problem(headers: Mapping[str, str]) -> tuple[str, str | None]:
+        """The request's timestamp, and why the request is not Slack's from its headers alone
+        (unsigned, a bad or stale timestamp: a 5-minute window), or None."""
+        timestamp = headers.get("X-Slack-Request-Timestamp", "")
+        if not timestamp or not headers.get("X-Slack-Signature"):
+            return timestamp, "unsigned"
+        if not (timestamp.isascii() and timestamp.isdigit()):  # Unix seconds, as signed
+            return timestamp, "bad timestamp"
+        return timestamp, timestamp_problem(timestamp, MAX_SIGNATURE_AGE)
+
+    def _signed(self, headers: Mapping[str, str], timestamp: str, body: bytes) -> bool:
+        """Whether the v0 signature matches ``v0:{timestamp}:{body}``."""
         secret = self.settings.signing_secret
         assert secret is not None  # the settings require the secret in events mode
-        timestamp = headers.get("X-Slack-Request-Timestamp")
-        signature = headers.get("X-Slack-Signature")
-        if not timestamp or not signature:
-            return "unsigned"
-        if not (timestamp.isascii() and timestamp.isdigit()):  # Unix seconds, as signed
-            return "bad timestamp"
-        problem = timestamp_problem(timestamp, MAX_SIGNATURE_AGE)
-        if problem:
-            return problem
         base = b"v0:" + timestamp.encode() + b":" + body
         expected = "v0=" + hmac_sha256_hex(secret.get_secret_value(), base)
-        return None if equal(signature, expected) else "bad signature"
+        return equal(headers.get("X-Slack-Signature", ""), expected)
 
     # --- socket mode ----------------------------------------------------------------------
 
