@@ -461,8 +461,8 @@ class Dispatcher:
             # (a 503's Retry-After is not honoured: the probes find the way back sooner).
             was = route.breaker.state
             route.breaker.failure()
-            if route.breaker.state == "closed":  # below the threshold: soon, with jitter
-                delay = self.policy.delay(0)
+            if route.breaker.state == "closed":  # below the threshold: the item's backoff, so
+                delay = self.policy.delay(item.attempts)  # a poison item backs off alone
             else:  # behind the open breaker: due with the next probe
                 delay = route.paused_for
                 if was == "closed":
