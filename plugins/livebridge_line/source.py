@@ -30,11 +30,12 @@ from livebridge import (
     OutboundReply,
     Overloaded,
     Permanent,
-    Retryable,
     Sender,
     Source,
     SourceSettings,
     StoreUnavailable,
+    Throttled,
+    Unavailable,
     equal,
     hmac_sha256_hex,
     read_body,
@@ -283,9 +284,12 @@ class LineSource(Source):
                 await self.api.push(str(to), messages[start:start + MAX_MESSAGES],
                                     retry_key(reply, push))
             except LineApiError as exc:
-                if exc.transient:
-                    raise Retryable(str(exc), retry_after=exc.retry_after,
+                if exc.status == 429:  # the route pauses and slows down
+                    raise Throttled(str(exc), retry_after=exc.retry_after,
                                     response=exc.message) from exc
+                if exc.transient:  # no answer or a 5xx: counts toward the route's breaker
+                    raise Unavailable(str(exc), retry_after=exc.retry_after,
+                                      response=exc.message) from exc
                 raise Permanent(str(exc), response=exc.message) from exc
 
 

@@ -11,7 +11,7 @@ from line_helpers import GROUP, OTHER, USER, body_of, delivered, post, source, t
 from livebridge_line.fake import FakeLine
 from livebridge_line.source import retry_key
 
-from livebridge import Attachment, OutboundReply, Permanent, Retryable
+from livebridge import Attachment, OutboundReply, Permanent, Throttled, Unavailable
 
 Start = Any
 PUSH = ("POST", "/v2/bot/message/push")
@@ -84,9 +84,9 @@ async def test_a_long_reply_is_split_into_messages_and_pushes(start: Start,
 
 
 @pytest.mark.parametrize(("status", "raised", "retry_after"), [
-    (429, Retryable, 7.0),
-    (500, Retryable, None),
-    (503, Retryable, None),
+    (429, Throttled, 7.0),
+    (500, Unavailable, None),
+    (503, Unavailable, None),
     (400, Permanent, None),
     (403, Permanent, None),
 ])
@@ -107,7 +107,7 @@ async def test_a_refused_token_is_permanent(start: Start) -> None:
 
 async def test_an_unreachable_line_is_retryable(start: Start) -> None:
     bridge = await start(api_url="http://127.0.0.1:9")
-    with pytest.raises(Retryable, match="no answer"):
+    with pytest.raises(Unavailable, match="no answer"):
         await bridge.daemon.sources["line"].send_reply(reply())
 
 
