@@ -49,7 +49,7 @@ from livebridge_line.events import (
     storable,
 )
 
-__all__ = ["LineSettings", "LineSource", "reply_messages", "retry_key"]
+__all__ = ["LineSettings", "LineSource", "retry_key"]
 
 #: LINE's limits on a push: characters a text message, messages a request.
 MAX_TEXT = 5000
@@ -276,7 +276,7 @@ class LineSource(Source):
         to = reply.reply_context.get("to")
         if not to:
             raise Permanent("no LINE chat recorded for this conversation")
-        messages = reply_messages(reply)
+        messages = _reply_messages(reply)
         if not messages:
             raise Permanent("the reply has neither text nor files")
         for push, start in enumerate(range(0, len(messages), MAX_MESSAGES)):
@@ -293,7 +293,7 @@ class LineSource(Source):
                 raise Permanent(str(exc), response=exc.message) from exc
 
 
-def reply_messages(reply: OutboundReply) -> list[dict[str, Any]]:
+def _reply_messages(reply: OutboundReply) -> list[dict[str, Any]]:
     """LINE messages of an agent's reply: its text, followed by a line for each file that
     is not sent as media, in text messages of at most ``MAX_TEXT`` characters; then an image
     or video message for each file LINE can show from its URL."""
