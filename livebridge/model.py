@@ -39,7 +39,7 @@ class Attachment(_Model):
 
     ``fetch_ref`` is the source's own handle for fetching the bytes later (a Slack file id,
     say): the source's ``fetch_attachments`` reads it just before delivery. In a reply,
-    ``url`` is Livedesk's ``data_url``.
+    ``url`` is Livedesk's ``data_url`` and ``thumb_url`` its preview image (images, videos).
     """
 
     name: str
@@ -48,6 +48,7 @@ class Attachment(_Model):
     url: str | None = None
     data: bytes | None = None
     fetch_ref: str | None = None
+    thumb_url: str | None = None
 
     def line(self) -> str:
         """The file as one line of text (name, type, size, link): how a file that is not

@@ -77,11 +77,12 @@ def _attachments_of(event: dict[str, Any]) -> list[Attachment]:
         url = item.get("data_url") if isinstance(item, dict) else None
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             continue
-        size = item.get("file_size")
+        size, thumb = item.get("file_size"), item.get("thumb_url")
         name = name_of(url)
         attachments.append(Attachment(
             name=name, content_type=guess_type(name), url=url,
-            size=size if isinstance(size, int) and not isinstance(size, bool) else None))
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            thumb_url=thumb if isinstance(thumb, str) and thumb else None))
     return attachments
 
 

@@ -16,6 +16,9 @@ __all__ = ["FakeLine"]
 
 MAX_TEXT = 5000
 MAX_MESSAGES = 5
+MAX_URL = 2000
+#: The message types this fake takes, besides text (both with these two URLs).
+MEDIA_TYPES = ("image", "video")
 
 
 def _error(status: int, message: str, *, headers: dict[str, str] | None = None,
@@ -147,9 +150,25 @@ def _push_problem(body: Any) -> tuple[str, str] | None:
     if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_MESSAGES:
         return "messages", f"Size must be between 1 and {MAX_MESSAGES}"
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("type") != "text":
-            return f"messages[{i}].type", "only text messages in this fake"
+        problem = _message_problem(message)
+        if problem:
+            return f"messages[{i}]{problem[0]}", problem[1]
+    return None
+
+
+def _message_problem(message: Any) -> tuple[str, str] | None:
+    """What LINE would refuse in a text, image or video message (the media by URL: LINE
+    fetches them later, when the user opens them)."""
+    kind = message.get("type") if isinstance(message, dict) else None
+    if kind == "text":
         text = message.get("text")
         if not isinstance(text, str) or not 1 <= len(text) <= MAX_TEXT:
-            return f"messages[{i}].text", f"Length must be between 1 and {MAX_TEXT}"
+            return ".text", f"Length must be between 1 and {MAX_TEXT}"
+        return None
+    if kind not in MEDIA_TYPES:
+        return ".type", "only text, image and video messages in this fake"
+    for field in ("originalContentUrl", "previewImageUrl"):
+        url = message.get(field)
+        if not isinstance(url, str) or not url.startswith("https://") or len(url) > MAX_URL:
+            return f".{field}", f"must be an HTTPS URL of at most {MAX_URL} characters"
     return None

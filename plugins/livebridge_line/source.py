@@ -30,11 +30,12 @@ from livebridge import (
     OutboundReply,
     Overloaded,
     Permanent,
-    Retryable,
     Sender,
     Source,
     SourceSettings,
     StoreUnavailable,
+    Throttled,
+    Unavailable,
     equal,
     hmac_sha256_hex,
     read_body,
@@ -53,6 +54,13 @@ __all__ = ["LineSettings", "LineSource", "retry_key"]
 #: LINE's limits on a push: characters a text message, messages a request.
 MAX_TEXT = 5000
 MAX_MESSAGES = 5
+#: What LINE shows of a file by URL: an image (JPEG or PNG, at most 10 MB) or an MP4 video
+#: (at most 200 MB, with a preview image), each URL HTTPS and at most 2000 characters.
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
+VIDEO_TYPES = frozenset({"video/mp4"})
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_VIDEO_BYTES = 200 * 1024 * 1024
+MAX_URL = 2000
 #: Event types counted by their own name in ``livebridge_line_events_total``; others: "other".
 COUNTED_TYPES = frozenset({"message", "follow", "unfollow", "join", "leave", "memberJoined",
                            "memberLeft", "postback", "unsend", "beacon", "accountLink",
@@ -262,22 +270,57 @@ class LineSource(Source):
         return Sender(external_id=user, name=profile.name, avatar_url=profile.picture)
 
     async def send_reply(self, reply: OutboundReply) -> None:
-        """Push the agent's reply to the user, group or room, as text messages of at most
-        ``MAX_TEXT`` characters, ``MAX_MESSAGES`` to a request, each request with its own
-        retry key."""
+        """Push the agent's reply to the user, group or room: its text (with a line for each
+        file LINE cannot show) as text messages, then its images and videos, ``MAX_MESSAGES``
+        to a request, each request with its own retry key."""
         to = reply.reply_context.get("to")
         if not to:
             raise Permanent("no LINE chat recorded for this conversation")
-        if not reply.text:
-            raise Permanent("the reply has no text (only text is sent to LINE)")
-        texts = [reply.text[i:i + MAX_TEXT] for i in range(0, len(reply.text), MAX_TEXT)]
-        messages = [{"type": "text", "text": t} for t in texts]
+        messages = _reply_messages(reply)
+        if not messages:
+            raise Permanent("the reply has neither text nor files")
         for push, start in enumerate(range(0, len(messages), MAX_MESSAGES)):
             try:
                 await self.api.push(str(to), messages[start:start + MAX_MESSAGES],
                                     retry_key(reply, push))
             except LineApiError as exc:
-                if exc.transient:
-                    raise Retryable(str(exc), retry_after=exc.retry_after,
+                if exc.status == 429:  # the route pauses and slows down
+                    raise Throttled(str(exc), retry_after=exc.retry_after,
                                     response=exc.message) from exc
+                if exc.transient:  # no answer or a 5xx: counts toward the route's breaker
+                    raise Unavailable(str(exc), retry_after=exc.retry_after,
+                                      response=exc.message) from exc
                 raise Permanent(str(exc), response=exc.message) from exc
+
+
+def _reply_messages(reply: OutboundReply) -> list[dict[str, Any]]:
+    """LINE messages of an agent's reply: its text, followed by a line for each file that
+    is not sent as media, in text messages of at most ``MAX_TEXT`` characters; then an image
+    or video message for each file LINE can show from its URL."""
+    media = [_media(a) for a in reply.attachments]
+    lines = [a.line() for a, m in zip(reply.attachments, media, strict=True) if m is None]
+    text = "\n\n".join(p for p in (reply.text.strip(), *lines) if p)
+    return [{"type": "text", "text": text[i:i + MAX_TEXT]}
+            for i in range(0, len(text), MAX_TEXT)] + [m for m in media if m is not None]
+
+
+def _linkable(url: str | None) -> bool:
+    """Whether LINE fetches ``url`` for a media message: HTTPS, at most ``MAX_URL`` long."""
+    return url is not None and url.startswith("https://") and len(url) <= MAX_URL
+
+
+def _media(file: Attachment) -> dict[str, Any] | None:
+    """The image or video message of a reply's file, or None when LINE cannot show it: not
+    HTTPS, not a type or size LINE plays, a video without a preview image, and any audio
+    (LINE's audio message needs the duration, which Livedesk does not give)."""
+    if not _linkable(file.url):
+        return None
+    size = file.size or 0
+    if file.content_type in IMAGE_TYPES and size <= MAX_IMAGE_BYTES:
+        preview = file.thumb_url if _linkable(file.thumb_url) else file.url
+        return {"type": "image", "originalContentUrl": file.url, "previewImageUrl": preview}
+    if file.content_type in VIDEO_TYPES and size <= MAX_VIDEO_BYTES and _linkable(
+            file.thumb_url):
+        return {"type": "video", "originalContentUrl": file.url,
+                "previewImageUrl": file.thumb_url}
+    return None
