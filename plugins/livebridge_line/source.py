@@ -38,6 +38,7 @@ from livebridge import (
     Unavailable,
     equal,
     hmac_sha256_hex,
+    markdown_to_text,
     read_body,
 )
 from livebridge_line.api import LineApi, LineApiError, Profile
@@ -294,12 +295,13 @@ class LineSource(Source):
 
 
 def _reply_messages(reply: OutboundReply) -> list[dict[str, Any]]:
-    """LINE messages of an agent's reply: its text, followed by a line for each file that
-    is not sent as media, in text messages of at most ``MAX_TEXT`` characters; then an image
-    or video message for each file LINE can show from its URL."""
+    """LINE messages of an agent's reply: its text (LINE shows plain text: the agent's
+    Markdown made readable), followed by a line for each file that is not sent as media, in
+    text messages of at most ``MAX_TEXT`` characters; then an image or video message for each
+    file LINE can show from its URL."""
     media = [_media(a) for a in reply.attachments]
     lines = [a.line() for a, m in zip(reply.attachments, media, strict=True) if m is None]
-    text = "\n\n".join(p for p in (reply.text.strip(), *lines) if p)
+    text = "\n\n".join(p for p in (markdown_to_text(reply.text).strip(), *lines) if p)
     return [{"type": "text", "text": text[i:i + MAX_TEXT]}
             for i in range(0, len(text), MAX_TEXT)] + [m for m in media if m is not None]
 

@@ -38,6 +38,18 @@ async def test_an_agent_reply_is_pushed_to_the_users_chat(start: Start, line: Fa
         conversation_id=question["conversation_id"], text=""), 0)
 
 
+async def test_the_agents_markdown_reaches_line_as_readable_text(start: Start,
+                                                                 line: FakeLine) -> None:
+    bridge = await start()
+    await post(bridge, body_of(text("Where is my order?", "1", "01M1")))
+    [question] = await delivered(bridge, 1)
+    await bridge.emulator.agent_reply(
+        question["conversation_id"], "**Next step:** see [the invoice](https://x.example/i)")
+    await bridge.wait_for(lambda: len(line.pushed) == 1)
+    assert line.pushed[0]["messages"] == [
+        {"type": "text", "text": "Next step: see the invoice (https://x.example/i)"}]
+
+
 async def test_an_agent_reply_in_a_group_goes_to_the_group(start: Start,
                                                           line: FakeLine) -> None:
     bridge = await start()
