@@ -449,8 +449,9 @@ class Dispatcher:
                   reason=reason)
         await self.store.dead_letter(item, reason, outcome.response)
         self.metrics.labels(self.metrics.dead_lettered, *labels).inc()
-        try:
-            await route.on_dead_letter(item, reason)
+        try:  # bounded like an attempt: a throttled or slow receiver must not hold the slot
+            async with asyncio.timeout(self.attempt_timeout):
+                await route.on_dead_letter(item, reason)
         except Exception as exc:
             log.error("dead-letter hook failed; the dead letter is kept", route=route.name,
                       item=item.id, error=f"{type(exc).__name__}: {exc}")

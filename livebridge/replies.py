@@ -29,8 +29,8 @@ from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge.source import Source
 from livebridge.store import OutboxItem
 
-__all__ = ["ReplyHost", "ReplyReceiver", "ReplyRoute", "failed_reply_note", "reply_route",
-           "sign_webhook", "verify_webhook"]
+__all__ = ["ReplyHost", "ReplyReceiver", "ReplyRoute", "reply_route", "sign_webhook",
+           "verify_webhook"]
 
 log = structlog.get_logger("livebridge.replies")
 
@@ -209,7 +209,7 @@ _FAILED = {"send": "could not deliver this reply to the customer",
            "delete": "could not delete the customer's copy of this deleted reply"}
 
 
-def failed_reply_note(reply: OutboundReply, reason: str) -> str:
+def _failed_reply_note(reply: OutboundReply, reason: str) -> str:
     """The private note that tells agents a reply did not reach the customer, and why."""
     text = " ".join(reply.text.split())
     quoted = text if len(text) <= _QUOTED else text[:_QUOTED] + "…"
@@ -248,6 +248,6 @@ class ReplyRoute(Route):
         if self._notes is None:
             return
         reply = OutboundReply.model_validate_json(item.payload)
-        await self._notes.create_note(reply.conversation_id, failed_reply_note(reply, reason))
+        await self._notes.create_note(reply.conversation_id, _failed_reply_note(reply, reason))
         log.info("failed reply noted in its conversation", item=item.id,
                  conversation=reply.conversation_id)
