@@ -89,6 +89,8 @@ class LivedeskConfig(_Section):
     allow_unsigned_webhooks: bool = False
     #: Send template messages (out-of-office, CSAT) to customers like agents' replies.
     forward_templates: bool = True
+    #: When a reply is dead-lettered, add a private note saying so to its conversation.
+    note_failed_replies: bool = True
     #: An agent's file larger than this reaches the customer as a link, not as a file.
     max_reply_file_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
 

@@ -184,8 +184,9 @@ class Daemon(Bridge):
                                      sources=self.sources)
             routes: list[Route] = [LivedeskRoute(self.sink, self._flow(
                 delivery.concurrency, limiter))]
+            notes = self.sink.client if self.config.livedesk.note_failed_replies else None
             routes += [ReplyRoute(source, self._flow(delivery.reply_concurrency, RateLimiter(
-                delivery.reply_rate_limit, delivery.rate_burst)), self.notify)
+                delivery.reply_rate_limit, delivery.rate_burst)), self.notify, notes)
                 for source in self.sources.values()]
             self.routes = {route.name: route for route in routes}
             await call_each(self.pm.hook.livebridge_startup, bridge=self)

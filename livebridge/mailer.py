@@ -1,4 +1,5 @@
-"""Sending email (agent replies to email and web-form customers) over SMTP."""
+"""Sending email (agent replies to email and web-form customers) over SMTP; an agent's
+Markdown goes as ``multipart/alternative`` (plain text and HTML)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import aiosmtplib
 
 from livebridge.config import SMTPConfig
 from livebridge.exceptions import Permanent, Retryable
+from livebridge.markup import markdown_to_html, markdown_to_text
 from livebridge.model import Attachment
 
 __all__ = ["Mailer", "display_name", "mailbox"]
@@ -37,9 +39,12 @@ class Mailer:
         in_reply_to: str | None = None, references: Sequence[str] = (),
         reply_to: str | None = None, message_id: str | None = None,
         from_name: str | None = None, attachments: Sequence[Attachment] = (),
+        markdown: bool = False,
     ) -> str:
-        """Send a plain-text mail to the address ``to`` (named ``to_name``), with
-        ``attachments`` (those with bytes) as MIME parts; return its Message-ID.
+        """Send a mail to the address ``to`` (named ``to_name``), with ``attachments`` (those
+        with bytes) as MIME parts; return its Message-ID. ``text`` is plain text, or with
+        ``markdown`` Markdown sent as ``multipart/alternative``: ``markdown_to_text`` and
+        ``markdown_to_html`` (the files then go in ``multipart/mixed`` around it).
 
         A non-ASCII address goes out with SMTPUTF8 when the server offers it, else with its
         domain IDNA-encoded (a non-ASCII local part then cannot be sent: ``Permanent``).
@@ -69,7 +74,11 @@ class Mailer:
                     msg["References"] = " ".join(references)
                 if reply_to:
                     msg["Reply-To"] = reply_to
-                msg.set_content(text)
+                if markdown:
+                    msg.set_content(markdown_to_text(text))
+                    msg.add_alternative(_html_page(markdown_to_html(text)), subtype="html")
+                else:
+                    msg.set_content(text)
                 for a in attachments:
                     if a.data is not None:
                         maintype, _, subtype = a.content_type.partition("/")
@@ -90,6 +99,12 @@ class Mailer:
         except ValueError as exc:  # an address with characters SMTP cannot carry
             raise Permanent(f"cannot send to this address: {exc}") from exc
         return str(msg["Message-ID"])
+
+
+def _html_page(body: str) -> str:
+    """A minimal HTML document around rendered Markdown."""
+    return ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head>\n'
+            f"<body>\n{body}</body></html>\n")
 
 
 def _deliverable(address: str, utf8: bool) -> str:

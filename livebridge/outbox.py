@@ -12,7 +12,8 @@ holds another:
   few seconds; the first success closes it, and the items that waited go out at once.
 - **Per-item errors** (any other ``Retryable``) back off per item with full jitter (after
   Vector and Redpanda Connect); ``Permanent`` errors, and items older than ``max_age``, go
-  to the dead letters with the reason and the last response.
+  to the dead letters with the reason and the last response; the route's
+  ``on_dead_letter`` then hears of it (the reply routes tell the agent).
 """
 
 from __future__ import annotations
@@ -269,6 +270,10 @@ class Route(ABC):
         """Deliver one item; raise ``Retryable`` (``Throttled``, ``Unavailable``) or
         ``Permanent`` when it did not go."""
 
+    async def on_dead_letter(self, item: OutboxItem, reason: str) -> None:  # noqa: B027
+        """``item`` was dead-lettered for ``reason`` (it is stored as such already); does
+        nothing unless a route overrides it. Its errors are logged, never undo it."""
+
     @property
     def paused_for(self) -> float:
         """Seconds the route still waits: a throttle's pause, or until the breaker's probe."""
@@ -444,6 +449,12 @@ class Dispatcher:
                   reason=reason)
         await self.store.dead_letter(item, reason, outcome.response)
         self.metrics.labels(self.metrics.dead_lettered, *labels).inc()
+        try:  # bounded like an attempt: a throttled or slow receiver must not hold the slot
+            async with asyncio.timeout(self.attempt_timeout):
+                await route.on_dead_letter(item, reason)
+        except Exception as exc:
+            log.error("dead-letter hook failed; the dead letter is kept", route=route.name,
+                      item=item.id, error=f"{type(exc).__name__}: {exc}")
 
     async def _retry(self, route: Route, item: OutboxItem, outcome: Retryable,
                      started: float) -> None:

@@ -4,7 +4,8 @@
 Livedesk (like Chatwoot) posts each event once with no retry, so a reply is stored in the
 outbox before the webhook is answered 2xx; the outbox takes replies up to a much larger bound
 than inbound messages, so backpressure on inbound never loses one. Each source's replies are
-their own route (breaker, rate, concurrency): a failing Livedesk never holds them back.
+their own route (breaker, rate, concurrency): a failing Livedesk never holds them back. A
+reply that is dead-lettered leaves a private note in its conversation, so the agent knows.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from livebridge.exceptions import Overloaded, ReplyNotSupported, StoreUnavailabl
 from livebridge.files import guess_type, name_of
 from livebridge.forms import BodyError, read_body
 from livebridge.http import reject
+from livebridge.livedesk.client import LivedeskClient
 from livebridge.metrics import Metrics
 from livebridge.model import Attachment, OutboundReply, ReplyAction
 from livebridge.outbox import Flow, Route
@@ -202,14 +204,38 @@ class ReplyReceiver:
         )
 
 
-class ReplyRoute(Route):
-    """Sends one source's queued replies through its ``send_reply``, at the route's rate."""
+_QUOTED = 300
+_FAILED = {"send": "could not deliver this reply to the customer",
+           "edit": "could not change the customer's copy of this edited reply",
+           "delete": "could not delete the customer's copy of this deleted reply"}
 
-    def __init__(self, source: Source, flow: Flow,
-                 notify: Callable[..., Awaitable[None]]) -> None:
+
+def _failed_reply_note(reply: OutboundReply, reason: str) -> str:
+    """The private note that tells agents a reply did not reach the customer, and why."""
+    text = " ".join(reply.text.split())
+    quoted = text if len(text) <= _QUOTED else text[:_QUOTED] + "…"
+    files = ", ".join(a.name for a in reply.attachments)
+    lines = [f"livebridge {_FAILED[reply.action]} ({reply.source}); the customer has not "
+             "received it.",
+             *([f"> {quoted}"] if quoted else []),
+             *([f"Files: {files}"] if files else []),
+             f"Why: {reason}",
+             "Once the cause is fixed, an operator can send it again with "
+             "`livebridge dlq replay` (see `livebridge dlq list`)."]
+    return "\n\n".join(lines)
+
+
+class ReplyRoute(Route):
+    """Sends one source's queued replies through its ``send_reply``, at the route's rate;
+    with a ``notes`` client, a dead-lettered reply leaves a private note in its
+    conversation (``livedesk.note_failed_replies``)."""
+
+    def __init__(self, source: Source, flow: Flow, notify: Callable[..., Awaitable[None]],
+                 notes: LivedeskClient | None = None) -> None:
         super().__init__(reply_route(source.name), flow)
         self.source = source
         self._notify = notify
+        self._notes = notes
 
     async def deliver(self, item: OutboxItem) -> None:
         """Send one reply; ``livebridge_reply_sent`` hooks hear of it."""
@@ -217,3 +243,12 @@ class ReplyRoute(Route):
         await self.limiter.acquire()
         await self.source.send_reply(reply)
         await self._notify("livebridge_reply_sent", reply=reply)
+
+    async def on_dead_letter(self, item: OutboxItem, reason: str) -> None:
+        """Tell the agents: a private note in the reply's conversation."""
+        if self._notes is None:
+            return
+        reply = OutboundReply.model_validate_json(item.payload)
+        await self._notes.create_note(reply.conversation_id, _failed_reply_note(reply, reason))
+        log.info("failed reply noted in its conversation", item=item.id,
+                 conversation=reply.conversation_id)

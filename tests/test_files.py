@@ -108,7 +108,8 @@ async def test_a_file_that_cannot_be_fetched_becomes_a_line(make_bridge: Any,
     await bridge.wait_for(lambda: len(inbox.mails) == 1)
     [mail] = inbox.mails
     assert parts(mail) == []
-    assert mail.get_content().splitlines() == [
+    plain = mail.get_body(("plain",))
+    assert plain is not None and plain.get_content().splitlines() == [
         "See the file.", "", f"[attachment] invoice-42.pdf (application/pdf, 48 bytes): {gone}"]
 
 

@@ -1,7 +1,9 @@
-"""The mailer against a real local SMTP server: what is retried and what is not."""
+"""The mailer against a real local SMTP server: what is retried and what is not; Markdown as
+multipart/alternative."""
 
 from __future__ import annotations
 
+from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from aiosmtpd.controller import Controller
 from livebridge.config import SMTPConfig
 from livebridge.exceptions import Permanent, Retryable
 from livebridge.mailer import Mailer
+from livebridge.model import Attachment
 from livebridge.testing import free_port
 
 
@@ -91,3 +94,44 @@ async def test_non_ascii_addresses_and_names_with_line_breaks(smtputf8: bool,
     content = content if isinstance(content, bytes) else content.encode()
     assert b"\nBcc:" not in content and b"\nX: y" not in content
     assert b'"Eve Bcc: x@evil.example"' in content and b"Agent Smith" in content
+
+
+async def test_markdown_goes_as_alternative_text_and_html_with_files_around(smtp: Any) -> None:
+    """``markdown=True``: multipart/mixed of multipart/alternative (text/plain from
+    ``markdown_to_text``, text/html from ``markdown_to_html`` in a page) and the files."""
+    handler, port = smtp
+    mailer = Mailer(SMTPConfig(host="127.0.0.1", port=port, sender="help@example.com",
+                               tls="none"))
+    md = "**Next step:** read [the guide](https://example.com/guide).\n\n- one\n- <two>"
+    pdf = Attachment(name="a.pdf", content_type="application/pdf", data=b"%PDF-1.4 x")
+    await mailer.send(to="ann@example.com", subject="Hi", text=md, markdown=True,
+                      attachments=[pdf])
+    await mailer.send(to="ann@example.com", subject="Hi", text=md, markdown=True)
+    with_file, without = (message_from_bytes(e.original_content, policy=policy.default)
+                          for e in handler.received)
+    assert with_file.get_content_type() == "multipart/mixed"
+    alternative, attached = with_file.iter_parts()
+    assert alternative.get_content_type() == "multipart/alternative"
+    assert (attached.get_filename(), attached.get_content()) == ("a.pdf", b"%PDF-1.4 x")
+    assert without.get_content_type() == "multipart/alternative"
+    for mail in (with_file, without):
+        plain, html = mail.get_body(("plain",)), mail.get_body(("html",))
+        assert plain is not None and html is not None
+        assert plain.get_content().splitlines() == [
+            "Next step: read the guide (https://example.com/guide).", "", "- one", "- <two>"]
+        page = html.get_content()
+        assert page.startswith("<!DOCTYPE html>") and "<body>" in page
+        assert '<strong>Next step:</strong> read <a href="https://example.com/guide">the ' \
+               "guide</a>." in page
+        assert "<li>&lt;two&gt;</li>" in page
+
+
+async def test_plain_text_stays_a_single_part(smtp: Any) -> None:
+    handler, port = smtp
+    mailer = Mailer(SMTPConfig(host="127.0.0.1", port=port, sender="help@example.com",
+                               tls="none"))
+    await mailer.send(to="ann@example.com", subject="Hi", text="**as is**")
+    [envelope] = handler.received
+    mail = message_from_bytes(envelope.original_content, policy=policy.default)
+    assert mail.get_content_type() == "text/plain"
+    assert mail.get_content().strip() == "**as is**"

@@ -1,4 +1,5 @@
-"""The Livedesk API channel client: the three documented calls and contact search."""
+"""The Livedesk API channel client: the three documented calls, private notes and contact
+search."""
 
 from __future__ import annotations
 
@@ -124,6 +125,14 @@ class LivedeskClient:
 
         uploaded: dict[str, Any] = await self._call("create_message", "POST", path, form=form)
         return uploaded
+
+    async def create_note(self, conversation_id: int, content: str) -> dict[str, Any]:
+        """A private note for the agents (``private: true``, ``message_type: outgoing``): never
+        shown to the customer, and ignored by the bridge when the webhook echoes it."""
+        note: dict[str, Any] = await self._call(
+            "create_note", "POST", f"/api/v2/accounts/conversations/{conversation_id}/messages",
+            {"content": content, "private": True, "message_type": "outgoing"})
+        return note
 
     async def contact_conversations(self, contact_id: int) -> list[dict[str, Any]]:
         """``GET /contacts/{id}/conversations`` (Chatwoot's; not in the seed document)."""

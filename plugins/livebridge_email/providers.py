@@ -316,8 +316,10 @@ class Postmark(Provider):
         pairs += [(k, str(v)) for k, v in top.items() if v and k.lower() not in present]
         files = []
         for item in _dicts(data.get("Attachments")):
+            # Postmark's own test webhook carries the bytes in ``Data``, real ones in ``Content``.
+            encoded = item.get("Content") or item.get("Data") or ""
             try:  # ValueError: non-ASCII text
-                content = base64.b64decode(str(item.get("Content") or ""), validate=True)
+                content = base64.b64decode(str(encoded), validate=True)
             except ValueError:
                 raise Refused(400, "attachment content is not base64") from None
             files.append(self.attachment(_str(item.get("Name")), _str(item.get("ContentType")),

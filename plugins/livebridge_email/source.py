@@ -301,6 +301,7 @@ class EmailSource(Source):
                 references[-1] if references else None),
             references=references, reply_to=self._reply_address(thread.token),
             message_id=message_id, from_name=reply.agent_name, attachments=prepared.files,
+            markdown=True,
         )
 
     def _reply_address(self, token: str) -> str | None:

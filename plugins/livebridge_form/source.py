@@ -468,7 +468,7 @@ class FormSource(Source):
         await mailer.send(to=str(to), to_name=name,
                           subject=f"Re: your message to {self.settings.title}",
                           text=prepared.text, from_name=reply.agent_name,
-                          attachments=prepared.files)
+                          attachments=prepared.files, markdown=True)
 
 
 def _wants_json(request: web.Request) -> bool:

@@ -4,6 +4,7 @@ raw MIME limits; and the settings each one needs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -25,6 +26,7 @@ from email_helpers import (
     mailgun_payload,
     mailgun_signature,
     post_form,
+    postmark_payload,
     sendgrid_payload,
     sns_keys,  # noqa: F401 - fixture
     sns_notification,
@@ -143,6 +145,28 @@ async def test_postmark_mailbox_hash_threads_and_403_stops_retries_of_bad_mail(
     assert bad_auth.status == 401  # retried: a rotated password must not lose mail
     odd_shape = {"Headers": 5, "Attachments": "x", "TextBody": 3, "FromFull": "x"}
     assert (await client.post(inbox.path, json=odd_shape, headers=basic_auth())).status == 403
+
+
+async def test_postmark_test_payload_attachment_in_data_keeps_its_bytes(
+        make_bridge: StartBridge, sns_keys: SNSKeys) -> None:  # noqa: F811
+    """Postmark's own test webhook carries an attachment's bytes in ``Data``, not ``Content``
+    (django-anymail reads both, see its issue 304); both kinds arrive with their bytes."""
+    inbox = await start_inbox(make_bridge, sns_keys, "postmark")
+    body = postmark_payload(mail(subject="Test", text="This is an inbound message"))
+    text = b"This is attachment contents, base-64 encoded."
+    body["Attachments"] = [
+        {"Name": "test.txt", "Data": base64.b64encode(text).decode(),
+         "ContentType": "text/plain", "ContentLength": len(text)},
+        {"Name": "real.txt", "Content": base64.b64encode(b"real").decode(),
+         "ContentType": "text/plain", "ContentLength": 4, "ContentID": ""}]
+    resp = await inbox.bridge.client.post(inbox.path, json=body, headers=basic_auth())
+    assert resp.status == 200, await resp.text()
+    state = inbox.bridge.emulator.state
+    await inbox.bridge.wait_for(lambda: len(state.messages) == 1)
+    [message] = state.messages.values()
+    assert [(a["name"], a["file_size"]) for a in message["attachments"]] == [
+        ("test.txt", len(text)), ("real.txt", 4)]
+    assert state.attachments[-2:] == [text, b"real"]
 
 
 # --- Amazon SES via SNS -------------------------------------------------------------------

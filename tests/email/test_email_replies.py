@@ -49,7 +49,9 @@ async def test_email_round_trip(make_bridge: StartBridge, sns_keys: SNSKeys,  # 
     token_address = str(out["Reply-To"])
     local, _, domain = token_address.partition("@")
     assert local.startswith("support+") and domain == "help.example.com"
-    assert out.get_content().strip() == "Please clear your browser cache and retry."
+    plain = out.get_body(("plain",))
+    assert plain is not None
+    assert plain.get_content().strip() == "Please clear your browser cache and retry."
     ours = str(out["Message-ID"])
     assert ours.endswith("@help.example.com>")
 
@@ -96,6 +98,31 @@ async def test_answer_to_our_message_id_alone_finds_the_thread(
     await inbox.post(mail(subject="Re: Invoice", text="Thanks!", in_reply_to=ours, to=SUPPORT))
     await inbox.bridge.wait_for(lambda: len(state.messages) == 3)
     assert content_of(inbox)[-1] == (conversation, "Thanks!")
+
+
+async def test_a_markdown_reply_is_multipart_alternative(
+        make_bridge: StartBridge, sns_keys: SNSKeys,  # noqa: F811
+        smtp_server: SMTPServer) -> None:  # noqa: F811
+    """The agent's Markdown: text/plain readable, text/html rendered (raw HTML escaped)."""
+    inbox = await start_inbox(make_bridge, sns_keys, "mime", smtp_port=smtp_server.port)
+    await inbox.post(mail(subject="Export", text="The export fails."))
+    await inbox.bridge.wait_for(lambda: len(inbox.bridge.emulator.state.messages) == 1)
+    [(conversation, _)] = content_of(inbox)
+    await _agent_replies(inbox, conversation, "**Next step:** see [the guide]"
+                         "(https://example.com/guide).\n\n1. Open *Settings*\n2. Press <b>")
+    out = (await smtp_server.next()).message
+    assert out.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in out.iter_parts()] == ["text/plain", "text/html"]
+    plain, html = out.get_body(("plain",)), out.get_body(("html",))
+    assert plain is not None and html is not None
+    assert plain.get_content().splitlines() == [
+        "Next step: see the guide (https://example.com/guide).", "", "1. Open Settings",
+        "2. Press <b>"]
+    page = html.get_content()
+    assert "<html><head>" in page and page.rstrip().endswith("</body></html>")
+    assert '<p><strong>Next step:</strong> see <a href="https://example.com/guide">the ' \
+           "guide</a>.</p>" in page
+    assert "<li>Open <em>Settings</em></li>" in page and "<li>Press &lt;b&gt;</li>" in page
 
 
 async def test_reply_without_smtp_is_dead_lettered(make_bridge: StartBridge,

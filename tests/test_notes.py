@@ -1,0 +1,157 @@
+"""A reply that is dead-lettered reaches the agents as a private note in its conversation
+(unless ``livedesk.note_failed_replies`` is off), the bridge ignores the note when Livedesk
+echoes it back, and ``livebridge dlq replay`` sends the reply once the cause is fixed. Over
+real sockets: a web-form customer, the emulator, a local SMTP server that refuses a mailbox
+with 550, and the ``livebridge`` command on the daemon's store."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from livebridge.livedesk.emulator import Faults
+from livebridge.testing import BridgeHarness
+
+
+class Mailboxes:
+    """An aiosmtpd handler: refuses the addresses in ``unknown`` (550), keeps the rest."""
+
+    def __init__(self) -> None:
+        self.unknown = {"ann@example.com"}
+        self.mails: list[EmailMessage] = []
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if address in self.unknown:
+            return "550 5.1.1 <ann@example.com>: mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        self.mails.append(email.message_from_bytes(raw, policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[tuple[Mailboxes, int]]:
+    """A real SMTP server on a random local port, in the test's event loop."""
+    mailboxes = Mailboxes()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(mailboxes, hostname="localhost"), "127.0.0.1", 0)
+    yield mailboxes, server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+
+
+async def refused_reply(make_bridge: Any, port: int, db: Path, faults: Faults | None = None,
+                        **livedesk: Any) -> tuple[BridgeHarness, int]:
+    """A web-form customer wrote, an agent answered (``faults`` then on the emulator), and
+    the SMTP server refused the mail: the bridge and the conversation, once the reply is
+    dead-lettered."""
+    bridge: BridgeHarness = await make_bridge({
+        "sources": [{"type": "form", "title": "Acme"}], "livedesk": livedesk,
+        "store": {"url": f"sqlite:///{db}"},
+        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none",
+                 "sender": "support@example.com"}})
+    resp = await bridge.client.post("/form", headers={"Accept": "application/json"},
+                                    data={"email": "ann@example.com", "message": "Invoice?"})
+    assert resp.status == 200
+    state = bridge.emulator.state
+    await bridge.wait_for(lambda: len(state.messages) == 1)
+    [question] = state.messages.values()
+    conversation = question["conversation_id"]
+    bridge.emulator.faults = faults or Faults()
+    await bridge.agent_reply(conversation, "Your **invoice** is on its way.")
+
+    async def dead() -> bool:
+        return bool((await bridge.daemon.store.stats()).dead_letters == 1)
+
+    await bridge.wait_for(dead)
+    return bridge, conversation
+
+
+def notes_in(bridge: BridgeHarness, conversation: int) -> list[dict[str, Any]]:
+    return [m for m in bridge.emulator.state.messages_in(conversation) if m["private"]]
+
+
+async def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "livebridge", *args, "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False)
+
+
+async def test_a_dead_lettered_reply_leaves_a_private_note_and_replay_sends_it(
+        make_bridge: Any, smtp: tuple[Mailboxes, int], tmp_path: Path) -> None:
+    mailboxes, port = smtp
+    db = tmp_path / "notes.db"
+    bridge, conversation = await refused_reply(make_bridge, port, db)
+    assert mailboxes.mails == []
+
+    [note] = notes_in(bridge, conversation)
+    assert note["message_type"] == 1  # outgoing: from the agents' side, never the customer's
+    assert note["content"].startswith("livebridge could not deliver this reply to the "
+                                      "customer (form); the customer has not received it.")
+    assert "> Your **invoice** is on its way." in note["content"]
+    assert "Why: SMTP refused the recipient: 550 5.1.1 <ann@example.com>: mailbox " \
+           "unavailable" in note["content"]
+    assert "`livebridge dlq replay`" in note["content"]
+
+    # Livedesk echoes the note to the webhook (as Chatwoot does): it is not a reply.
+    echo = {"event": "message_created", "id": note["id"], "content": note["content"],
+            "message_type": "outgoing", "private": True, "content_attributes": {},
+            "sender": {"id": 1, "name": "livebridge", "type": "user"},
+            "conversation": {"id": conversation}}
+    resp = await bridge.post_webhook(echo)
+    assert await resp.json() == {"ignored": "not an agent reply"}
+    assert (await bridge.daemon.store.stats()).depth == 0
+
+    # The mailbox exists now: the operator replays the dead letter, the mail goes out.
+    mailboxes.unknown.clear()
+    config = tmp_path / "ops.yaml"  # only store: is read (the slack source needs no secrets)
+    config.write_text(f"store:\n  url: sqlite:///{db}\nsources:\n  - type: slack\n")
+    [letter] = (await cli(config, "dlq", "list")).stdout.splitlines()
+    assert "\treply\tform\t" in letter
+    replay = await cli(config, "dlq", "replay", letter.split("\t")[0])
+    assert replay.returncode == 0, replay.stderr
+    await bridge.wait_for(lambda: len(mailboxes.mails) == 1)
+    [mail] = mailboxes.mails
+    assert mail["To"] == "ann@example.com"
+    plain = mail.get_body(("plain",))
+    assert plain is not None and plain.get_content().strip() == "Your invoice is on its way."
+    assert (await bridge.daemon.store.stats()).dead_letters == 0
+    assert len(notes_in(bridge, conversation)) == 1
+
+
+async def test_no_note_when_the_setting_is_off(make_bridge: Any, smtp: tuple[Mailboxes, int],
+                                               tmp_path: Path) -> None:
+    _, port = smtp
+    bridge, conversation = await refused_reply(make_bridge, port, tmp_path / "off.db",
+                                                  note_failed_replies=False)
+    assert notes_in(bridge, conversation) == []
+    assert len(bridge.emulator.state.messages_in(conversation)) == 2  # question and reply
+
+
+async def test_a_note_that_cannot_be_posted_keeps_the_dead_letter(
+        make_bridge: Any, smtp: tuple[Mailboxes, int], tmp_path: Path) -> None:
+    """Livedesk refuses the note (422): logged; the dead letter stays, to be replayed."""
+    _, port = smtp
+    db = tmp_path / "refused.db"
+    bridge, conversation = await refused_reply(make_bridge, port, db,
+                                               faults=Faults(reject_messages=True))
+    [letter] = await bridge.daemon.store.dead_letters()
+    assert letter.kind == "reply" and "550" in letter.reason
+    assert notes_in(bridge, conversation) == []
+    refused = [c for c in bridge.emulator.state.calls
+               if c.method == "POST" and c.path.endswith(f"/{conversation}/messages")]
+    assert [c.status for c in refused] == [200, 422]  # the customer's message, the note
