@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 from livebridge_email.sns import canonical
 from livebridge_email.source import EmailSource
 
-from livebridge.testing import BridgeHarness
+from livebridge.testing import BridgeHarness, free_port
 
 SIGNING_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 USER, PASSWORD = "postmaster", "s3cret-webhook-pass"
@@ -366,9 +366,13 @@ def source_config(provider: str, **extra: Any) -> dict[str, Any]:
 
 
 async def start_inbox(make_bridge: StartBridge, keys: SNSKeys, provider: str,
-                      smtp_port: int | None = None, **extra: Any) -> Inbox:
-    """A bridge with one ``email`` source for ``provider`` (SNS certificates served offline)."""
+                      smtp_port: int | None = None, *, server: dict[str, Any] | None = None,
+                      **extra: Any) -> Inbox:
+    """A bridge with one ``email`` source for ``provider`` (SNS certificates served offline;
+    ``server``: the ``server:`` section)."""
     config: dict[str, Any] = {"sources": [source_config(provider, **extra)]}
+    if server:
+        config["server"] = server
     if smtp_port is not None:
         config["smtp"] = {"host": "127.0.0.1", "port": smtp_port, "tls": "none",
                           "sender": SUPPORT}
@@ -385,6 +389,8 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    #: The mail as it arrived.
+    content: bytes
 
 
 class _Handler:
@@ -396,7 +402,8 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = BytesParser(policy=policy.default).parsebytes(envelope.content)
         assert isinstance(message, EmailMessage)
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos), message)
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), message,
+                            envelope.content)
         self.loop.call_soon_threadsafe(self.queue.put_nowait, received)
         return "250 OK"
 
@@ -411,23 +418,24 @@ class SMTPServer:
         return await asyncio.wait_for(self.inbox.get(), timeout)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-async def smtp_server() -> AsyncIterator[SMTPServer]:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1."""
+@contextlib.asynccontextmanager
+async def running_smtp(smtputf8: bool = False) -> AsyncIterator[SMTPServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1, offering SMTPUTF8 if ``smtputf8``."""
     queue: asyncio.Queue[Received] = asyncio.Queue()
     controller = Controller(_Handler(asyncio.get_running_loop(), queue), hostname="127.0.0.1",
-                            port=_free_port())
+                            port=free_port(), enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield SMTPServer(controller.port, queue)
     finally:
         controller.stop()
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[SMTPServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1."""
+    async with running_smtp() as server:
+        yield server
 
 
 def content_of(inbox: Inbox) -> list[tuple[int, str]]:

@@ -199,9 +199,16 @@ async def raw(make_bridge: Any) -> AsyncIterator[Callable[[BridgeHarness], Await
         conn.close()
 
 
+async def chunked(body: bytes) -> AsyncIterator[bytes]:
+    """``body`` sent with chunked encoding (no Content-Length to refuse it by)."""
+    for start in range(0, len(body), 65536):
+        yield body[start:start + 65536]
+
+
 async def nothing_stored(bridge: BridgeHarness) -> None:
     """Nothing reached the outbox or Livedesk."""
     await bridge.wait_idle()
     stats = await bridge.daemon.store.stats()
     assert (stats.depth, stats.dead_letters) == (0, 0)
-    assert not bridge.emulator.state.messages and not bridge.emulator.state.contacts
+    state = bridge.emulator.state
+    assert not state.messages and not state.contacts and not state.conversations
