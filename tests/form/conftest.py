@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import bridge_helpers
 import pytest
 
 from livebridge.testing import BridgeHarness
@@ -28,12 +29,4 @@ def start_form(make_bridge: Any) -> StartForm:
 @pytest.fixture
 def nothing_stored() -> Callable[[BridgeHarness], Awaitable[None]]:
     """Assert that nothing reached the outbox or Livedesk."""
-
-    async def check(bridge: BridgeHarness) -> None:
-        await bridge.wait_idle()
-        stats = await bridge.daemon.store.stats()
-        assert (stats.depth, stats.dead_letters) == (0, 0)
-        state = bridge.emulator.state
-        assert not state.messages and not state.contacts and not state.conversations
-
-    return check
+    return bridge_helpers.nothing_stored

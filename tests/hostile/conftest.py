@@ -203,12 +203,3 @@ async def chunked(body: bytes) -> AsyncIterator[bytes]:
     """``body`` sent with chunked encoding (no Content-Length to refuse it by)."""
     for start in range(0, len(body), 65536):
         yield body[start:start + 65536]
-
-
-async def nothing_stored(bridge: BridgeHarness) -> None:
-    """Nothing reached the outbox or Livedesk."""
-    await bridge.wait_idle()
-    stats = await bridge.daemon.store.stats()
-    assert (stats.depth, stats.dead_letters) == (0, 0)
-    state = bridge.emulator.state
-    assert not state.messages and not state.contacts and not state.conversations

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from bridge_helpers import nothing_stored
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "email"))  # the email tests' helpers
 
@@ -38,7 +39,7 @@ from email_helpers import (
 
 from livebridge.testing import BridgeHarness
 
-from .conftest import HealthWatcher, assert_linear_cost, chunked, nothing_stored
+from .conftest import HealthWatcher, assert_linear_cost, chunked
 
 Response = tuple[int, dict[str, Any]]
 Health = Callable[[BridgeHarness], HealthWatcher]

@@ -7,9 +7,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from bridge_helpers import nothing_stored
+
 from livebridge.testing import BridgeHarness
 
-from .conftest import HealthWatcher, assert_linear_cost, chunked, nothing_stored
+from .conftest import HealthWatcher, assert_linear_cost, chunked
 
 #: No per-IP limit: the linear-cost checks post the same request many times.
 FORM = {"sources": [{"type": "form", "rate_limit": 0}]}

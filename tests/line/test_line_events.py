@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge_helpers import delivered
 from line_helpers import (
     GROUP,
     OTHER,
@@ -12,7 +13,6 @@ from line_helpers import (
     ROOM,
     USER,
     body_of,
-    delivered,
     event,
     file,
     image,

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from bridge_helpers import delivered
 from livebridge_slack.fake import FakeSlack
 from slack_helpers import (
     BOT_USER,
@@ -18,7 +19,6 @@ from slack_helpers import (
     body_of,
     bot_message,
     channel_join,
-    delivered,
     envelope,
     file_share,
     message,

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from bridge_helpers import delivered, nothing_stored
 from chatterbox import API_TOKEN, PATH, SECRET, FakeChatterbox, body_of, event, sign
 
 from livebridge.testing import BridgeHarness
@@ -20,26 +21,6 @@ async def post(bridge: BridgeHarness, payload: Any, **sign_args: Any
     body = body_of(payload)
     resp = await bridge.client.post(PATH, data=body, headers=sign(body, **sign_args))
     return resp.status, await resp.json()
-
-
-def incoming(bridge: BridgeHarness) -> list[dict[str, Any]]:
-    """Customer messages in the emulator (not agent replies)."""
-    return [m for m in bridge.emulator.state.messages.values() if m["message_type"] == 0]
-
-
-async def delivered(bridge: BridgeHarness, count: int) -> list[dict[str, Any]]:
-    """Wait for ``count`` customer messages and an empty outbox; return exactly those."""
-    await bridge.wait_for(lambda: len(incoming(bridge)) >= count)
-    await bridge.wait_idle()
-    found = incoming(bridge)
-    assert len(found) == count
-    return found
-
-
-async def nothing_stored(bridge: BridgeHarness) -> None:
-    stats = await bridge.daemon.store.stats()
-    assert (stats.depth, stats.dead_letters) == (0, 0)
-    assert not bridge.emulator.state.messages
 
 
 async def test_a_message_reaches_its_conversation_with_its_sender(start: Start) -> None:

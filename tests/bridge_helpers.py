@@ -1,0 +1,33 @@
+"""What tests of every source check in the emulator: the customers' messages delivered, or
+nothing stored. A module, not ``conftest.py``: tests import what they use (``tests/`` is on
+``sys.path`` by its ``conftest.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livebridge.testing import BridgeHarness
+
+
+def incoming(bridge: BridgeHarness) -> list[dict[str, Any]]:
+    """Customer messages in the emulator (not agent replies)."""
+    return [m for m in bridge.emulator.state.messages.values() if m["message_type"] == 0]
+
+
+async def delivered(bridge: BridgeHarness, count: int) -> list[dict[str, Any]]:
+    """Wait until ``count`` customer messages are in the emulator and the outbox is empty;
+    return them (exactly ``count``)."""
+    await bridge.wait_for(lambda: len(incoming(bridge)) >= count)
+    await bridge.wait_idle()
+    found = incoming(bridge)
+    assert len(found) == count
+    return found
+
+
+async def nothing_stored(bridge: BridgeHarness) -> None:
+    """Nothing reached the outbox or Livedesk."""
+    await bridge.wait_idle()
+    stats = await bridge.daemon.store.stats()
+    assert (stats.depth, stats.dead_letters) == (0, 0)
+    state = bridge.emulator.state
+    assert not state.messages and not state.contacts and not state.conversations
