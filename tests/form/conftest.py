@@ -8,6 +8,7 @@ from typing import Any
 import bridge_helpers
 import pytest
 
+from livebridge import InboundMessage, StoreUnavailable, hookimpl
 from livebridge.testing import BridgeHarness
 
 StartForm = Callable[..., Awaitable[BridgeHarness]]
@@ -24,6 +25,20 @@ def start_form(make_bridge: Any) -> StartForm:
         return bridge
 
     return start
+
+
+class _StoreDown:
+    """A plugin that fails every message as the store does when Redis is down."""
+
+    @hookimpl
+    def livebridge_inbound_message(self, message: InboundMessage) -> None:
+        raise StoreUnavailable("redis is down")
+
+
+@pytest.fixture
+def store_down() -> object:
+    """A plugin (``start_form(plugins=(store_down,))``): the store is unavailable."""
+    return _StoreDown()
 
 
 @pytest.fixture
