@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from livebridge.store.base import DeadLetter
 from livebridge.testing import BridgeHarness
 
 
@@ -22,6 +23,17 @@ async def delivered(bridge: BridgeHarness, count: int) -> list[dict[str, Any]]:
     found = incoming(bridge)
     assert len(found) == count
     return found
+
+
+async def dead_letter(bridge: BridgeHarness) -> DeadLetter:
+    """Wait for the one dead letter; return it."""
+
+    async def dead() -> bool:
+        return (await bridge.daemon.store.stats()).dead_letters == 1
+
+    await bridge.wait_for(dead)
+    [letter] = await bridge.daemon.store.dead_letters()
+    return letter
 
 
 async def nothing_stored(bridge: BridgeHarness) -> None:

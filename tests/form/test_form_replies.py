@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from bridge_helpers import dead_letter
 
 JSON = {"Accept": "application/json"}
 
@@ -67,12 +68,7 @@ async def test_an_agent_reply_is_emailed_to_the_customer(start_form: Any,
 async def test_without_smtp_a_reply_is_dead_lettered_as_not_deliverable(start_form: Any) -> None:
     bridge = await start_form()
     await reply_to_first_post(bridge, {"email": "ann@example.com", "message": "hi"}, "Hello!")
-
-    async def dead() -> bool:
-        return bool((await bridge.daemon.store.stats()).dead_letters == 1)
-
-    await bridge.wait_for(dead)
-    [letter] = await bridge.daemon.store.dead_letters()
+    letter = await dead_letter(bridge)
     assert letter.kind == "reply" and "not deliverable" in letter.reason
     assert "smtp" in letter.reason
 
@@ -83,11 +79,6 @@ async def test_a_phone_only_customer_cannot_be_emailed(start_form: Any,
     bridge = await start_form({"smtp": {"host": "127.0.0.1", "port": port, "tls": "none",
                                         "sender": "support@example.com"}})
     await reply_to_first_post(bridge, {"phone": "+442079460000", "message": "hi"}, "Hello!")
-
-    async def dead() -> bool:
-        return bool((await bridge.daemon.store.stats()).dead_letters == 1)
-
-    await bridge.wait_for(dead)
-    [letter] = await bridge.daemon.store.dead_letters()
+    letter = await dead_letter(bridge)
     assert "no email address" in letter.reason
     assert inbox.mails == []

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from bridge_helpers import delivered, nothing_stored
+from bridge_helpers import dead_letter, delivered, nothing_stored
 from chatterbox import API_TOKEN, PATH, SECRET, FakeChatterbox, body_of, event, sign
 
 from livebridge.testing import BridgeHarness
@@ -190,12 +190,7 @@ async def test_a_refused_reply_is_dead_lettered(start: Start, chatterbox: FakeCh
     chatterbox.answers = [(403, {})]
     bridge = await start()
     await agent_replies(bridge, "Hello")
-
-    async def dead() -> bool:
-        return (await bridge.daemon.store.stats()).dead_letters == 1
-
-    await bridge.wait_for(dead)
-    [letter] = await bridge.daemon.store.dead_letters()
+    letter = await dead_letter(bridge)
     assert letter.kind == "reply" and "HTTP 403" in letter.reason
     assert len(chatterbox.calls) == 1
     assert API_TOKEN not in letter.reason
@@ -204,12 +199,7 @@ async def test_a_refused_reply_is_dead_lettered(start: Start, chatterbox: FakeCh
 async def test_without_reply_settings_replies_are_dead_lettered(start: Start) -> None:
     bridge = await start(reply=None)
     await agent_replies(bridge, "Hello")
-
-    async def dead() -> bool:
-        return (await bridge.daemon.store.stats()).dead_letters == 1
-
-    await bridge.wait_for(dead)
-    [letter] = await bridge.daemon.store.dead_letters()
+    letter = await dead_letter(bridge)
     assert letter.kind == "reply"
 
 
