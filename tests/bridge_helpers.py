@@ -6,8 +6,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from livebridge import InboundMessage, hookimpl
 from livebridge.store.base import DeadLetter
 from livebridge.testing import BridgeHarness
+
+
+class DropAll:
+    """A plugin whose inbound hook drops every message."""
+
+    @hookimpl
+    def livebridge_inbound_message(self, message: InboundMessage) -> bool:
+        return False
+
+
+def dropped(bridge: BridgeHarness, source: str) -> dict[str, float]:
+    """``livebridge_messages_dropped_total`` of ``source``, by reason."""
+    return {sample.labels["reason"]: sample.value
+            for metric in bridge.daemon.metrics.registry.collect()
+            for sample in metric.samples
+            if sample.name == "livebridge_messages_dropped_total"
+            and sample.labels.get("source") == source}
 
 
 def incoming(bridge: BridgeHarness) -> list[dict[str, Any]]:
