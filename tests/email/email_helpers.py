@@ -6,15 +6,13 @@ A module, not ``conftest.py``: test modules import what they use (see tests/slac
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -25,15 +23,21 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from livebridge_email.sns import canonical
 from livebridge_email.source import EmailSource
+from smtp_helpers import (  # noqa: F401 - the email tests import them from here
+    Received,
+    SMTPServer,
+    running_smtp,
+    smtp_section,
+    smtp_server,
+)
 
-from livebridge.testing import BridgeHarness, free_port
+from livebridge.testing import BridgeHarness
 
 SIGNING_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 USER, PASSWORD = "postmaster", "s3cret-webhook-pass"
@@ -374,68 +378,11 @@ async def start_inbox(make_bridge: StartBridge, keys: SNSKeys, provider: str,
     if server:
         config["server"] = server
     if smtp_port is not None:
-        config["smtp"] = {"host": "127.0.0.1", "port": smtp_port, "tls": "none",
-                          "sender": SUPPORT}
+        config["smtp"] = smtp_section(smtp_port, SUPPORT)
     inbox = Inbox(await make_bridge(config), provider, keys)
     if provider == "ses":
         inbox.source.provider.fetch = keys.fetch  # type: ignore[attr-defined]
     return inbox
-
-
-@dataclass
-class Received:
-    """One mail the local SMTP server took."""
-
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-    #: The mail as it arrived.
-    content: bytes
-
-
-class _Handler:
-    """aiosmtpd handler: hands each mail to the test's loop (it runs in the server thread)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Received]):
-        self.loop, self.queue = loop, queue
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = BytesParser(policy=policy.default).parsebytes(envelope.content)
-        assert isinstance(message, EmailMessage)
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos), message,
-                            envelope.content)
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, received)
-        return "250 OK"
-
-
-@dataclass
-class SMTPServer:
-    port: int
-    inbox: asyncio.Queue[Received]
-
-    async def next(self, timeout: float = 10) -> Received:
-        """The next mail received (no sleeping: waits on the queue)."""
-        return await asyncio.wait_for(self.inbox.get(), timeout)
-
-
-@contextlib.asynccontextmanager
-async def running_smtp(smtputf8: bool = False) -> AsyncIterator[SMTPServer]:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1, offering SMTPUTF8 if ``smtputf8``."""
-    queue: asyncio.Queue[Received] = asyncio.Queue()
-    controller = Controller(_Handler(asyncio.get_running_loop(), queue), hostname="127.0.0.1",
-                            port=free_port(), enable_SMTPUTF8=smtputf8)
-    controller.start()
-    try:
-        yield SMTPServer(controller.port, queue)
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-async def smtp_server() -> AsyncIterator[SMTPServer]:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1."""
-    async with running_smtp() as server:
-        yield server
 
 
 def content_of(inbox: Inbox) -> list[tuple[int, str]]:
