@@ -69,7 +69,6 @@ class Refused(livebridge.Refused):
                  *, final: bool = True, detail: str | None = None):
         super().__init__(status, reason, detail, headers=headers)
         self.final = final and status < 500
-        self.detail = detail
 
 
 class Unauthenticated(Refused):

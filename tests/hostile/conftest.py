@@ -1,5 +1,5 @@
 """Shared helpers of the hostile-input suite: a linear-cost checker, a watcher of the health
-endpoints, and a raw socket that sends slowly.
+endpoints, a raw socket that sends slowly, and a body sent chunked.
 
 Every test here talks to a real daemon over a real socket (``make_bridge``), asserts the
 answer code, that ``/healthz``, ``/readyz`` and ``/metrics`` kept answering while the hostile
