@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 
+import livebridge
 from livebridge import (
     BodyError,
     equal,
@@ -59,19 +60,15 @@ MAX_FIELDS = MAX_FILES + 100
 MAX_SIGNATURE_FIELD = 256
 
 
-class Refused(Exception):
-    """The request is refused; nothing is stored. ``status`` is the natural HTTP answer;
-    ``final``: the mail can never be accepted, so the provider may stop retrying it;
-    ``detail``: what exactly was wrong, when ``reason`` (a metric label) does not say."""
+class Refused(livebridge.Refused):
+    """A refused mail request (nothing is stored): ``status`` is the natural HTTP answer,
+    which the source turns into the provider's own (``EmailSource._refusal``); ``final``: the
+    mail can never be accepted, so the provider may stop retrying it."""
 
     def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None,
                  *, final: bool = True, detail: str | None = None):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers
+        super().__init__(status, reason, detail, headers=headers)
         self.final = final and status < 500
-        self.detail = detail
 
 
 class Unauthenticated(Refused):

@@ -13,19 +13,19 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
+import livebridge
 from livebridge import (
     AcceptResult,
     Attachment,
     Bridge,
+    Busy,
     Duration,
     InboundMessage,
     OutboundReply,
-    Overloaded,
     Permanent,
     Sender,
     Source,
     SourceSettings,
-    StoreUnavailable,
 )
 from livebridge_email.content import (
     LANGUAGES,
@@ -106,16 +106,13 @@ def _secret(value: SecretStr | None) -> bool:
     return bool(value and value.get_secret_value())
 
 
-class EmailSource(Source):
+class EmailSource(Source[EmailSettings]):
     """Inbound email from one provider's webhook; agent replies by SMTP."""
 
     type_name = "email"
-    Settings = EmailSettings
-    settings: EmailSettings
 
-    def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
+    def __init__(self, settings: EmailSettings, bridge: Bridge) -> None:
         super().__init__(settings, bridge)
-        assert isinstance(settings, EmailSettings)
         self.provider: Provider = PROVIDERS[settings.provider](self)
 
     @property
@@ -154,8 +151,7 @@ class EmailSource(Source):
             if incoming is None:
                 return web.json_response({"ok": True})
             if incoming.mail.auto:
-                self.bridge.metrics.dropped.labels(source=self.name,
-                                                   reason=incoming.mail.auto).inc()
+                self.count_dropped(incoming.mail.auto)
                 self.log.info("automatic mail dropped", reason=incoming.mail.auto,
                               message_id=incoming.mail.message_id)
                 return web.json_response({"ok": True, "dropped": incoming.mail.auto})
@@ -169,28 +165,27 @@ class EmailSource(Source):
                     await self.threads.remember(message.thread_key, thread, message.event_id,
                                                 claim=claim)
         except Refused as exc:
-            return self._refuse(request, exc)
+            return self.reject(request, self._refusal(exc))
         except ValidationError as exc:  # e.g. after a hook's change: a 4xx, never a 500
             self.log.warning("invalid message", error=str(exc))
-            return self._refuse(request, Refused(422, "invalid message", final=False))
-        except (Overloaded, StoreUnavailable) as exc:
-            return self.reject(request, 503, "busy",
-                               headers={"Retry-After": str(exc.retry_after)})
+            return self.reject(request, self._refusal(
+                Refused(422, "invalid message", final=False)))
+        except Busy as exc:
+            return self.reject(request, exc)
         except TimeoutError:  # the thread lock: another daemon holds it too long
             return self.reject(request, 503, "busy", headers={"Retry-After": "5"})
         return web.json_response({"ok": True, "result": result.value})
 
-    def _refuse(self, request: web.Request, exc: Refused) -> web.Response:
-        """Answer a refusal so that the provider retries it exactly when a retry may pass:
-        a final one as its "do not retry" status (if it has one), any other with a status
-        it retries (503 for those that retry only 5xx)."""
+    def _refusal(self, exc: Refused) -> livebridge.Refused:
+        """``exc`` with the status that makes the provider retry it exactly when a retry may
+        pass: a final one its "do not retry" status (if it has one), any other a status it
+        retries (503 for those that retry only 5xx)."""
         provider = self.provider
         if exc.final:
             status = provider.stop_status or exc.status
         else:
             status = exc.status if exc.status >= 500 or provider.retries_4xx else 503
-        return self.reject(request, status, exc.reason, headers=exc.headers,
-                           detail={"detail": exc.detail} if exc.detail else None)
+        return livebridge.Refused(status, exc.reason, exc.detail, headers=exc.headers)
 
     async def _body(self, incoming: Incoming) -> str:
         """What the agent reads of the mail: the new part of a reply, a forward whole."""

@@ -28,15 +28,14 @@ from livebridge import (
     Attachment,
     BodyError,
     Bridge,
+    Busy,
     FormPart,
     InboundMessage,
     OutboundReply,
-    Overloaded,
+    Refused,
     ReplyNotSupported,
     Sender,
     Source,
-    SourceSettings,
-    StoreUnavailable,
     normalize_phone,
     read_body,
     read_multipart,
@@ -76,15 +75,13 @@ _CORS_ALLOW = {
 }
 
 
-class _Refused(Exception):
-    """A refusal: ``reason`` and ``fields`` (posted name → reason) for the log and JSON;
-    ``invalid`` (field key → error) for the page."""
+class _Refused(Refused):
+    """A refusal with what the form tells: ``fields`` (posted name → reason) for the log and
+    JSON; ``invalid`` (field key → error) for the page."""
 
     def __init__(self, status: int, reason: str, fields: dict[str, str] | None = None, *,
                  invalid: dict[str, FieldError] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+        super().__init__(status, reason)
         self.fields = fields
         self.invalid = invalid or {}
 
@@ -197,15 +194,12 @@ def _multipart(parts: list[FormPart]) -> _Posted:
     return posted
 
 
-class FormSource(Source):
+class FormSource(Source[FormSettings]):
     """A web contact form (``type: form``)."""
 
     type_name = "form"
-    Settings = FormSettings
-    settings: FormSettings
 
-    def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
-        assert isinstance(settings, FormSettings)
+    def __init__(self, settings: FormSettings, bridge: Bridge) -> None:
         super().__init__(settings, bridge)
         self.limiter = SlidingWindowLimiter(settings.rate_limit, settings.rate_window)
         self._names = {key: settings.fields.posted(key) for key in FIELD_KEYS}
@@ -312,7 +306,7 @@ class FormSource(Source):
         try:
             posted = await self._read(request)
             if self._honeypot_filled(posted):
-                self.bridge.metrics.dropped.labels(source=self.name, reason="honeypot").inc()
+                self.count_dropped("honeypot")
                 self.log.info("honeypot filled: answered success, stored nothing")
                 return self._success(AcceptResult.ACCEPTED, html, headers)
             message = self._message(request, posted)
@@ -320,7 +314,7 @@ class FormSource(Source):
             return self._refuse(request, exc, html=html, headers=headers, posted=posted)
         try:
             result = await self.bridge.accept(message, self)
-        except (Overloaded, StoreUnavailable) as exc:
+        except Busy as exc:
             return self._refuse(request, _Refused(503, "busy, try again later"), html=html,
                                 headers={**headers, "Retry-After": str(exc.retry_after)},
                                 posted=posted)
@@ -343,8 +337,7 @@ class FormSource(Source):
         language, with the problems and the values they posted (if it was read)."""
         fields = refused.fields
         detail = {**(detail or {}), **({"fields": fields} if fields else {})}
-        response = self.reject(request, refused.status, refused.reason, detail=detail,
-                               headers=headers)
+        response = self.reject(request, refused, detail=detail, headers=headers)
         if not html:
             return response
         problem = _PROBLEMS.get(refused.status, "refused_unreadable")

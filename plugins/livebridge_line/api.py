@@ -56,13 +56,19 @@ class Content:
     data: bytes | None
 
 
-def _message_of(raw: bytes) -> str:
-    """LINE's error ``message`` (its body is ``{"message": ..., "details": [...]}``)."""
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` as a JSON object, or None."""
     try:
         found = json.loads(raw)
     except ValueError:
-        found = None
-    if isinstance(found, dict) and isinstance(found.get("message"), str):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _message_of(raw: bytes) -> str:
+    """LINE's error ``message`` (its body is ``{"message": ..., "details": [...]}``)."""
+    found = _json_object(raw)
+    if found is not None and isinstance(found.get("message"), str):
         return str(found["message"])[:_ERROR_KEPT]
     return raw[:_ERROR_KEPT].decode("utf-8", "replace")
 
@@ -112,11 +118,8 @@ class LineApi:
                 raw = await resp.read()
         except TRANSPORT_ERRORS as exc:
             raise LineApiError(call, 0, repr(exc)) from exc
-        try:
-            found = json.loads(raw)
-        except ValueError:
-            found = None
-        if not isinstance(found, dict):
+        found = _json_object(raw)
+        if found is None:
             raise LineApiError(call, 200, "not a JSON object")
         name, picture = found.get("displayName"), found.get("pictureUrl")
         return Profile(name if isinstance(name, str) and name else None,

@@ -25,15 +25,14 @@ from livebridge import (
     AcceptResult,
     Attachment,
     BodyError,
+    Busy,
     Duration,
     InboundMessage,
     OutboundReply,
-    Overloaded,
     Permanent,
     Sender,
     Source,
     SourceSettings,
-    StoreUnavailable,
     Throttled,
     Unavailable,
     equal,
@@ -122,12 +121,10 @@ def _signature(secret: str, body: bytes) -> str:
     return base64.b64encode(bytes.fromhex(hmac_sha256_hex(secret, body))).decode()
 
 
-class LineSource(Source):
+class LineSource(Source[LineSettings]):
     """A LINE Official Account as a livebridge source."""
 
     type_name = "line"
-    Settings = LineSettings
-    settings: LineSettings
     api: LineApi
     _events: Counter
 
@@ -148,7 +145,7 @@ class LineSource(Source):
         try:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyError as exc:
-            return self.reject(request, exc.status, exc.reason)
+            return self.reject(request, exc)
         signature = request.headers.get("X-Line-Signature")
         if not signature:
             return self.reject(request, 401, "unsigned")
@@ -166,9 +163,8 @@ class LineSource(Source):
             return self.reject(request, 400, "malformed event", detail={"field": wrong})
         try:
             results = [await self.receive(event) for event in payload["events"]]
-        except (Overloaded, StoreUnavailable) as exc:
-            return self.reject(request, 503, "busy", detail={"retry_after": exc.retry_after},
-                               headers={"Retry-After": str(exc.retry_after)})
+        except Busy as exc:
+            return self.reject(request, exc, detail={"retry_after": exc.retry_after})
         return web.json_response({"ok": True, "results": [
             {"result": result.value, "reason": reason} for result, reason in results]})
 
@@ -179,8 +175,8 @@ class LineSource(Source):
         self._events.labels(source=self.name,
                             type=kind if kind in COUNTED_TYPES else "other").inc()
         result, reason = await self._offer(event)
-        if result is AcceptResult.DROPPED:
-            self.bridge.metrics.dropped.labels(source=self.name, reason=reason).inc()
+        if reason is not None:  # dropped here (the bridge counts what a hook drops)
+            self.count_dropped(reason)
         self.log.info("line event", event_id=event.get("webhookEventId"), type=kind,
                       result=result.value, reason=reason,
                       redelivery=(event.get("deliveryContext") or {}).get("isRedelivery"))

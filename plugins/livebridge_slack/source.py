@@ -34,18 +34,17 @@ from livebridge import (
     Attachment,
     BodyError,
     Bridge,
+    Busy,
     Duration,
     FileError,
     InboundMessage,
     LivebridgeError,
     OutboundReply,
-    Overloaded,
     Permanent,
     Retryable,
     Sender,
     Source,
     SourceSettings,
-    StoreUnavailable,
     equal,
     fetch_file,
     hmac_sha256_hex,
@@ -236,15 +235,13 @@ def _attachments(files: Any) -> list[Attachment]:
     return [_attachment(f) for f in files if isinstance(f, dict)]
 
 
-class SlackSource(Source):
+class SlackSource(Source[SlackSettings]):
     """Slack workspaces the app is installed in, as a livebridge source."""
 
     type_name = "slack"
-    Settings = SlackSettings
     edits_replies = True
-    settings: SlackSettings
 
-    def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
+    def __init__(self, settings: SlackSettings, bridge: Bridge) -> None:
         super().__init__(settings, bridge)
         s = self.settings
         self.web = AsyncWebClient(token=s.bot_token.get_secret_value(), base_url=s.api_url)
@@ -289,7 +286,7 @@ class SlackSource(Source):
         try:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyError as exc:
-            return self.reject(request, exc.status, exc.reason)
+            return self.reject(request, exc)
         if not self._signed(request.headers, timestamp, body):
             return self.reject(request, 401, "bad signature")
         try:
@@ -308,9 +305,8 @@ class SlackSource(Source):
             return self.reject(request, 400, "malformed event", detail={"field": wrong})
         try:
             result, reason = await self.receive(payload, retry=_retry_num(request.headers))
-        except (Overloaded, StoreUnavailable) as exc:
-            return self.reject(request, 503, "busy", detail={"retry_after": exc.retry_after},
-                               headers={"Retry-After": str(exc.retry_after)})
+        except Busy as exc:
+            return self.reject(request, exc, detail={"retry_after": exc.retry_after})
         return web.json_response({"ok": True, "result": result.value, "reason": reason})
 
     @staticmethod
@@ -361,7 +357,7 @@ class SlackSource(Source):
         if request.type == "events_api":
             try:
                 await self.receive(request.payload, retry=request.retry_attempt or 0)
-            except (Overloaded, StoreUnavailable) as exc:
+            except Busy as exc:
                 self.log.warning("slack envelope not acknowledged, Slack will resend it",
                                  envelope_id=request.envelope_id, error=str(exc))
                 return
@@ -374,8 +370,8 @@ class SlackSource(Source):
         """Normalize one Events API payload and accept it; returns the result and, when
         dropped, why. Raises ``Overloaded`` / ``StoreUnavailable`` (do not ack)."""
         result, reason = await self._offer(payload)
-        if result is AcceptResult.DROPPED:
-            self.bridge.metrics.dropped.labels(source=self.name, reason=reason).inc()
+        if reason is not None:  # dropped here (the bridge counts what a hook drops)
+            self.count_dropped(reason)
         self.log.info("slack event", event_id=payload.get("event_id"), result=result.value,
                       reason=reason, retry=retry)
         return result, reason

@@ -17,12 +17,10 @@ from livebridge import (
     AcceptResult,
     BodyError,
     Bridge,
+    Busy,
     InboundMessage,
     OutboundReply,
-    Overloaded,
     Source,
-    SourceSettings,
-    StoreUnavailable,
     read_body,
 )
 from livebridge_webhook import reply
@@ -33,14 +31,12 @@ from livebridge_webhook.verify import verify_problem
 __all__ = ["WebhookSource"]
 
 
-class WebhookSource(Source):
+class WebhookSource(Source[WebhookSettings]):
     """A chat service's JSON webhook, as a livebridge source."""
 
     type_name = "webhook"
-    Settings = WebhookSettings
-    settings: WebhookSettings
 
-    def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
+    def __init__(self, settings: WebhookSettings, bridge: Bridge) -> None:
         super().__init__(settings, bridge)
         self._mapper = Mapper(self.settings)
 
@@ -60,7 +56,7 @@ class WebhookSource(Source):
         try:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyError as exc:
-            return self.reject(request, exc.status, exc.reason)
+            return self.reject(request, exc)
         problem = verify_problem(self.settings.verify, request.headers, body)
         if problem:
             return self.reject(request, 401, problem)
@@ -79,9 +75,8 @@ class WebhookSource(Source):
         try:
             for mapped in messages:
                 results[(await self.bridge.accept(self._message(mapped), self)).value] += 1
-        except (Overloaded, StoreUnavailable) as exc:
-            return self.reject(request, 503, "busy", detail={"retry_after": exc.retry_after},
-                               headers={"Retry-After": str(exc.retry_after)})
+        except Busy as exc:
+            return self.reject(request, exc, detail={"retry_after": exc.retry_after})
         if not messages:
             self.log.info("webhook payload ignored (no message in it)")
         return web.json_response({"ok": True, **results})

@@ -6,15 +6,13 @@ A module, not ``conftest.py``: test modules import what they use (see tests/slac
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -25,13 +23,19 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from livebridge_email.sns import canonical
 from livebridge_email.source import EmailSource
+from smtp_helpers import (  # noqa: F401 - the email tests import them from here
+    Received,
+    SMTPServer,
+    running_smtp,
+    smtp_section,
+    smtp_server,
+)
 
 from livebridge.testing import BridgeHarness
 
@@ -366,68 +370,19 @@ def source_config(provider: str, **extra: Any) -> dict[str, Any]:
 
 
 async def start_inbox(make_bridge: StartBridge, keys: SNSKeys, provider: str,
-                      smtp_port: int | None = None, **extra: Any) -> Inbox:
-    """A bridge with one ``email`` source for ``provider`` (SNS certificates served offline)."""
+                      smtp_port: int | None = None, *, server: dict[str, Any] | None = None,
+                      **extra: Any) -> Inbox:
+    """A bridge with one ``email`` source for ``provider`` (SNS certificates served offline;
+    ``server``: the ``server:`` section)."""
     config: dict[str, Any] = {"sources": [source_config(provider, **extra)]}
+    if server:
+        config["server"] = server
     if smtp_port is not None:
-        config["smtp"] = {"host": "127.0.0.1", "port": smtp_port, "tls": "none",
-                          "sender": SUPPORT}
+        config["smtp"] = smtp_section(smtp_port, SUPPORT)
     inbox = Inbox(await make_bridge(config), provider, keys)
     if provider == "ses":
         inbox.source.provider.fetch = keys.fetch  # type: ignore[attr-defined]
     return inbox
-
-
-@dataclass
-class Received:
-    """One mail the local SMTP server took."""
-
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-
-
-class _Handler:
-    """aiosmtpd handler: hands each mail to the test's loop (it runs in the server thread)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Received]):
-        self.loop, self.queue = loop, queue
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = BytesParser(policy=policy.default).parsebytes(envelope.content)
-        assert isinstance(message, EmailMessage)
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos), message)
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, received)
-        return "250 OK"
-
-
-@dataclass
-class SMTPServer:
-    port: int
-    inbox: asyncio.Queue[Received]
-
-    async def next(self, timeout: float = 10) -> Received:
-        """The next mail received (no sleeping: waits on the queue)."""
-        return await asyncio.wait_for(self.inbox.get(), timeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-async def smtp_server() -> AsyncIterator[SMTPServer]:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1."""
-    queue: asyncio.Queue[Received] = asyncio.Queue()
-    controller = Controller(_Handler(asyncio.get_running_loop(), queue), hostname="127.0.0.1",
-                            port=_free_port())
-    controller.start()
-    try:
-        yield SMTPServer(controller.port, queue)
-    finally:
-        controller.stop()
 
 
 def content_of(inbox: Inbox) -> list[tuple[int, str]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import bridge_helpers
 import pytest
 
+from livebridge import InboundMessage, StoreUnavailable, hookimpl
 from livebridge.testing import BridgeHarness
 
 StartForm = Callable[..., Awaitable[BridgeHarness]]
@@ -25,15 +27,21 @@ def start_form(make_bridge: Any) -> StartForm:
     return start
 
 
+class _StoreDown:
+    """A plugin that fails every message as the store does when Redis is down."""
+
+    @hookimpl
+    def livebridge_inbound_message(self, message: InboundMessage) -> None:
+        raise StoreUnavailable("redis is down")
+
+
+@pytest.fixture
+def store_down() -> object:
+    """A plugin (``start_form(plugins=(store_down,))``): the store is unavailable."""
+    return _StoreDown()
+
+
 @pytest.fixture
 def nothing_stored() -> Callable[[BridgeHarness], Awaitable[None]]:
     """Assert that nothing reached the outbox or Livedesk."""
-
-    async def check(bridge: BridgeHarness) -> None:
-        await bridge.wait_idle()
-        stats = await bridge.daemon.store.stats()
-        assert (stats.depth, stats.dead_letters) == (0, 0)
-        state = bridge.emulator.state
-        assert not state.messages and not state.contacts and not state.conversations
-
-    return check
+    return bridge_helpers.nothing_stored

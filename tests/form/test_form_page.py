@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from livebridge import InboundMessage, StoreUnavailable, hookimpl
 from livebridge.exceptions import ConfigError
 from livebridge.testing import build_config
 
@@ -154,14 +153,9 @@ async def test_other_refusals_are_told_in_a_sentence(
     assert page.find("form")  # the form is there to try again
 
 
-async def test_when_busy_the_message_typed_is_kept(start_form: Any,
+async def test_when_busy_the_message_typed_is_kept(start_form: Any, store_down: object,
                                                    nothing_stored: Any) -> None:
-    class Unavailable:
-        @hookimpl
-        def livebridge_inbound_message(self, message: InboundMessage) -> None:
-            raise StoreUnavailable("redis is down")
-
-    bridge = await start_form(plugins=(Unavailable(),))
+    bridge = await start_form(plugins=(store_down,))
     resp = await bridge.client.post("/form", data=ANN, headers={"Accept-Language": "ja"})
     assert (resp.status, resp.headers["Retry-After"]) == (503, "10")
     text = await resp.text()

@@ -3,40 +3,12 @@ dead-lettered as not deliverable."""
 
 from __future__ import annotations
 
-import asyncio
-import email
-import email.policy
-from collections.abc import AsyncIterator
-from email.message import EmailMessage
 from typing import Any
 
-import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from bridge_helpers import dead_letter
+from smtp_helpers import SMTPServer, smtp_section, smtp_server  # noqa: F401 - fixture
 
 JSON = {"Accept": "application/json"}
-
-
-class Inbox:
-    """An aiosmtpd handler keeping every mail it is given."""
-
-    def __init__(self) -> None:
-        self.mails: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        self.mails.append(email.message_from_bytes(raw, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[tuple[Inbox, int]]:
-    """A real SMTP server on a random local port, in the test's event loop."""
-    inbox = Inbox()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(inbox, hostname="localhost"), "127.0.0.1", 0)
-    yield inbox, server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
 
 
 async def reply_to_first_post(bridge: Any, data: dict[str, str], text: str) -> None:
@@ -49,15 +21,12 @@ async def reply_to_first_post(bridge: Any, data: dict[str, str], text: str) -> N
     await bridge.emulator.agent_reply(message["conversation_id"], text)
 
 
-async def test_an_agent_reply_is_emailed_to_the_customer(start_form: Any,
-                                                         smtp: tuple[Inbox, int]) -> None:
-    inbox, port = smtp
-    bridge = await start_form({"smtp": {"host": "127.0.0.1", "port": port, "tls": "none",
-                                        "sender": "support@example.com"}}, title="Acme support")
+async def test_an_agent_reply_is_emailed_to_the_customer(
+        start_form: Any, smtp_server: SMTPServer) -> None:  # noqa: F811
+    bridge = await start_form({"smtp": smtp_section(smtp_server.port)}, title="Acme support")
     await reply_to_first_post(bridge, {"name": "Ann Lee", "email": "ann@example.com",
                                        "message": "Where is my order?"}, "It ships today.")
-    await bridge.wait_for(lambda: len(inbox.mails) == 1)
-    [mail] = inbox.mails
+    mail = (await smtp_server.next()).message
     assert mail["To"] == "Ann Lee <ann@example.com>"
     assert mail["Subject"] == "Re: your message to Acme support"
     assert "support@example.com" in mail["From"]
@@ -68,27 +37,15 @@ async def test_an_agent_reply_is_emailed_to_the_customer(start_form: Any,
 async def test_without_smtp_a_reply_is_dead_lettered_as_not_deliverable(start_form: Any) -> None:
     bridge = await start_form()
     await reply_to_first_post(bridge, {"email": "ann@example.com", "message": "hi"}, "Hello!")
-
-    async def dead() -> bool:
-        return bool((await bridge.daemon.store.stats()).dead_letters == 1)
-
-    await bridge.wait_for(dead)
-    [letter] = await bridge.daemon.store.dead_letters()
+    letter = await dead_letter(bridge)
     assert letter.kind == "reply" and "not deliverable" in letter.reason
     assert "smtp" in letter.reason
 
 
-async def test_a_phone_only_customer_cannot_be_emailed(start_form: Any,
-                                                       smtp: tuple[Inbox, int]) -> None:
-    inbox, port = smtp
-    bridge = await start_form({"smtp": {"host": "127.0.0.1", "port": port, "tls": "none",
-                                        "sender": "support@example.com"}})
+async def test_a_phone_only_customer_cannot_be_emailed(
+        start_form: Any, smtp_server: SMTPServer) -> None:  # noqa: F811
+    bridge = await start_form({"smtp": smtp_section(smtp_server.port)})
     await reply_to_first_post(bridge, {"phone": "+442079460000", "message": "hi"}, "Hello!")
-
-    async def dead() -> bool:
-        return bool((await bridge.daemon.store.stats()).dead_letters == 1)
-
-    await bridge.wait_for(dead)
-    [letter] = await bridge.daemon.store.dead_letters()
+    letter = await dead_letter(bridge)
     assert "no email address" in letter.reason
-    assert inbox.mails == []
+    assert smtp_server.inbox.empty()

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from livebridge import InboundMessage, StoreUnavailable, hookimpl
+from livebridge import InboundMessage, hookimpl
 
 JSON = {"Accept": "application/json"}
 ANN = {"name": "Ann Lee", "email": "Ann@Example.com", "message": "Where is my order?"}
@@ -195,14 +195,9 @@ async def test_per_submission_opens_a_conversation_per_post(start_form: Any) -> 
     assert len(state.contacts) == 1 and len(state.conversations) == 2
 
 
-async def test_store_trouble_answers_503_with_retry_after(start_form: Any,
+async def test_store_trouble_answers_503_with_retry_after(start_form: Any, store_down: object,
                                                           nothing_stored: Any) -> None:
-    class Unavailable:
-        @hookimpl
-        def livebridge_inbound_message(self, message: InboundMessage) -> None:
-            raise StoreUnavailable("redis is down")
-
-    bridge = await start_form(plugins=(Unavailable(),))
+    bridge = await start_form(plugins=(store_down,))
     resp = await bridge.client.post("/form", data=ANN, headers=JSON)
     assert (resp.status, resp.headers["Retry-After"]) == (503, "10")
     await nothing_stored(bridge)

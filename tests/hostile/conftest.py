@@ -1,5 +1,5 @@
 """Shared helpers of the hostile-input suite: a linear-cost checker, a watcher of the health
-endpoints, and a raw socket that sends slowly.
+endpoints, a raw socket that sends slowly, and a body sent chunked.
 
 Every test here talks to a real daemon over a real socket (``make_bridge``), asserts the
 answer code, that ``/healthz``, ``/readyz`` and ``/metrics`` kept answering while the hostile
@@ -199,9 +199,7 @@ async def raw(make_bridge: Any) -> AsyncIterator[Callable[[BridgeHarness], Await
         conn.close()
 
 
-async def nothing_stored(bridge: BridgeHarness) -> None:
-    """Nothing reached the outbox or Livedesk."""
-    await bridge.wait_idle()
-    stats = await bridge.daemon.store.stats()
-    assert (stats.depth, stats.dead_letters) == (0, 0)
-    assert not bridge.emulator.state.messages and not bridge.emulator.state.contacts
+async def chunked(body: bytes) -> AsyncIterator[bytes]:
+    """``body`` sent with chunked encoding (no Content-Length to refuse it by)."""
+    for start in range(0, len(body), 65536):
+        yield body[start:start + 65536]

@@ -4,12 +4,14 @@ cost linear in its size, the health endpoints answer meanwhile, and nothing is s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
+
+from bridge_helpers import nothing_stored
 
 from livebridge.testing import BridgeHarness
 
-from .conftest import HealthWatcher, assert_linear_cost, nothing_stored
+from .conftest import HealthWatcher, assert_linear_cost, chunked
 
 #: No per-IP limit: the linear-cost checks post the same request many times.
 FORM = {"sources": [{"type": "form", "rate_limit": 0}]}
@@ -112,12 +114,6 @@ def empty_parts(n: int) -> bytes:
     """``n`` empty multipart parts: framing only (about 50 bytes each), no part data."""
     part = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="x"\r\n\r\n\r\n'.encode()
     return part * n + f"--{BOUNDARY}--\r\n".encode()
-
-
-async def chunked(body: bytes) -> AsyncIterator[bytes]:
-    """``body`` sent with chunked encoding (no Content-Length to refuse it by)."""
-    for start in range(0, len(body), 65536):
-        yield body[start:start + 65536]
 
 
 async def test_multipart_framing_counts_against_the_body_cap(

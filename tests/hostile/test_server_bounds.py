@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import structlog
 import yaml
+from bridge_helpers import nothing_stored
 
 from livebridge.testing import BridgeHarness, free_port
 
-from .conftest import HealthWatcher, RawConnection, nothing_stored
+from .conftest import HealthWatcher, RawConnection
 
 Raw = Callable[[BridgeHarness], Awaitable[RawConnection]]
 Health = Callable[[BridgeHarness], HealthWatcher]

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from bridge_helpers import nothing_stored
 from livebridge_slack.fake import FakeSlack
 
 from livebridge.testing import BridgeHarness
 
-from .conftest import HealthWatcher, RawConnection, nothing_stored
+from .conftest import HealthWatcher, RawConnection
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 

@@ -29,14 +29,15 @@ async def server(aiohttp_server: AiohttpServer, line: FakeLine) -> TestServer:
 
 @pytest.fixture
 def start(server: TestServer, make_bridge: Any) -> StartBridge:
-    """``await start(**source_settings)``: a daemon with one line source talking to the fake
-    LINE API (set up after it, so stopped before it); agent replies come back to it."""
+    """``await start(**source_settings, plugins=(...))``: a daemon with one line source talking
+    to the fake LINE API (set up after it, so stopped before it); agent replies come back to
+    it."""
 
-    async def factory(**settings: Any) -> BridgeHarness:
+    async def factory(*, plugins: tuple[object, ...] = (), **settings: Any) -> BridgeHarness:
         url = str(server.make_url("/"))
         source = {"type": "line", "channel_secret": SECRET, "channel_access_token": TOKEN,
                   "api_url": url, "data_api_url": url, **settings}
-        bridge: BridgeHarness = await make_bridge({"sources": [source]})
+        bridge: BridgeHarness = await make_bridge({"sources": [source]}, plugins=plugins)
         bridge.emulator.webhook_url = bridge.url("/livedesk/webhook")
         return bridge
 

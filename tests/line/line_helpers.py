@@ -78,19 +78,6 @@ def file(message_id: str, event_id: str, name: str, size: int, **kw: Any) -> dic
         "id": message_id, "type": "file", "fileName": name, "fileSize": size}, **kw)
 
 
-def incoming(bridge: BridgeHarness) -> list[dict[str, Any]]:
-    """Customer messages in the emulator (not agent replies)."""
-    return [m for m in bridge.emulator.state.messages.values() if m["message_type"] == 0]
-
-
-async def delivered(bridge: BridgeHarness, count: int) -> list[dict[str, Any]]:
-    """Wait until ``count`` customer messages are in the emulator and the outbox is empty;
-    return them (exactly ``count``)."""
-    await bridge.wait_for(lambda: len(incoming(bridge)) >= count)
-    await bridge.wait_idle()
-    found = incoming(bridge)
-    assert len(found) == count
-    return found
 
 
 async def post(bridge: BridgeHarness, body: bytes, *, headers: dict[str, str] | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge_helpers import DropAll, delivered, dropped
 from line_helpers import (
     GROUP,
     OTHER,
@@ -12,7 +13,6 @@ from line_helpers import (
     ROOM,
     USER,
     body_of,
-    delivered,
     event,
     file,
     image,
@@ -243,3 +243,10 @@ async def test_a_streamed_file_is_read_up_to_the_cap_only(start: Start, line: Fa
     assert over["content"] == "[attachment] video-5001.mp4 (video/mp4): (file not forwarded)"
     assert [a["name"] for a in within["attachments"]] == ["audio-5002.m4a"]
     assert bridge.emulator.state.attachments == [b"z" * 1000]
+
+
+async def test_a_message_a_hook_drops_is_answered_and_counted_once(start: Start) -> None:
+    bridge = await start(plugins=(DropAll(),))
+    status, answer = await post(bridge, body_of(text("spam", "1", "01D1")))
+    assert (status, answer["results"]) == (200, [{"result": "dropped", "reason": None}])
+    assert dropped(bridge, "line") == {"hook": 1.0}

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from line_helpers import PATH, body_of, delivered, event, image, post, text
+from bridge_helpers import delivered
+from line_helpers import PATH, body_of, event, image, post, text
 
 Start = Any
 

@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 import pytest
-from line_helpers import GROUP, OTHER, USER, body_of, delivered, post, source, text
+from bridge_helpers import delivered
+from line_helpers import GROUP, OTHER, USER, body_of, post, source, text
 from livebridge_line.fake import FakeLine
 from livebridge_line.source import retry_key
 

@@ -17,13 +17,6 @@ AiohttpServer = Callable[[Application], Awaitable[TestServer]]
 StartBridge = Callable[..., Awaitable[BridgeHarness]]
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # slack_sdk routes every request (even to localhost) through HTTP(S)_PROXY if set.
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def slack() -> FakeSlack:
     return FakeSlack()
@@ -36,12 +29,14 @@ async def server(aiohttp_server: AiohttpServer, slack: FakeSlack) -> TestServer:
 
 @pytest.fixture
 def start(server: TestServer, make_bridge: Any) -> StartBridge:
-    """``await start(**source_settings, delivery={...})``: a daemon with one slack source
-    talking to the fake Slack (set up after it, so stopped before it)."""
+    """``await start(**source_settings, delivery={...}, plugins=(...))``: a daemon with one
+    slack source talking to the fake Slack (set up after it, so stopped before it)."""
 
-    async def factory(delivery: dict[str, Any] | None = None, **settings: Any) -> BridgeHarness:
+    async def factory(delivery: dict[str, Any] | None = None, *,
+                      plugins: tuple[object, ...] = (), **settings: Any) -> BridgeHarness:
         source = {"type": "slack", "signing_secret": SECRET, "bot_token": "xoxb-test",
                   "api_url": str(server.make_url("/api/")), **settings}
-        return await make_bridge({"sources": [source], "delivery": delivery or {}})  # type: ignore[no-any-return]
+        return await make_bridge({"sources": [source], "delivery": delivery or {}},  # type: ignore[no-any-return]
+                                 plugins=plugins)
 
     return factory

@@ -9,8 +9,6 @@ import json
 import time
 from typing import Any
 
-from livebridge.testing import BridgeHarness
-
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TEAM = "T123ABC456"
 USER = "U2147483697"
@@ -130,16 +128,3 @@ def channel_join(ts: str, *, channel: str = CHANNEL) -> dict[str, Any]:
             "channel": channel, "event_ts": ts, "channel_type": "channel"}
 
 
-def incoming(bridge: BridgeHarness) -> list[dict[str, Any]]:
-    """Customer messages in the emulator (not agent replies)."""
-    return [m for m in bridge.emulator.state.messages.values() if m["message_type"] == 0]
-
-
-async def delivered(bridge: BridgeHarness, count: int) -> list[dict[str, Any]]:
-    """Wait until ``count`` customer messages are in the emulator and the outbox is empty;
-    return them (exactly ``count``)."""
-    await bridge.wait_for(lambda: len(incoming(bridge)) >= count)
-    await bridge.wait_idle()
-    found = incoming(bridge)
-    assert len(found) == count
-    return found

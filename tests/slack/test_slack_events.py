@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from bridge_helpers import DropAll, delivered, dropped
 from livebridge_slack.fake import FakeSlack
 from slack_helpers import (
     BOT_USER,
@@ -18,7 +19,6 @@ from slack_helpers import (
     body_of,
     bot_message,
     channel_join,
-    delivered,
     envelope,
     file_share,
     message,
@@ -39,6 +39,13 @@ async def post(bridge: BridgeHarness, payload: dict[str, Any], *, path: str = PA
     body = body_of(payload)
     resp = await bridge.client.post(path, data=body, headers={**sign(body), **headers})
     return resp.status, await resp.json()
+
+
+async def test_a_message_a_hook_drops_is_answered_and_counted_once(start: Start) -> None:
+    bridge = await start(plugins=(DropAll(),))
+    status, answer = await post(bridge, envelope(message("spam", "1355517523.000005"), "EvD"))
+    assert (status, answer["result"], answer["reason"]) == (200, "dropped", None)
+    assert dropped(bridge, "slack") == {"hook": 1.0}
 
 
 async def test_url_verification_is_answered_after_the_signature_check(start: Start) -> None:

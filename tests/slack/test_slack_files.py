@@ -10,8 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from bridge_helpers import delivered
 from livebridge_slack.fake import FakeSlack
-from slack_helpers import CHANNEL, SECRET, USER, body_of, delivered, envelope, message, sign
+from slack_helpers import CHANNEL, SECRET, USER, body_of, envelope, message, sign
 
 from livebridge.testing import BridgeHarness
 

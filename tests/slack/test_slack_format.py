@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from bridge_helpers import delivered
 from livebridge_slack.fake import FakeSlack
 from livebridge_slack.mrkdwn import markdown_to_mrkdwn, mrkdwn_refs, mrkdwn_to_text
 from livebridge_slack.users import MAX_NAME_LOOKUPS, UserDirectory
-from slack_helpers import CHANNEL, body_of, delivered, envelope, message, sign
+from slack_helpers import CHANNEL, body_of, envelope, message, sign
 from slack_sdk.web.async_client import AsyncWebClient
 
 from livebridge.testing import BridgeHarness

@@ -8,16 +8,9 @@ import time
 from typing import Any
 
 import pytest
+from bridge_helpers import delivered
 from livebridge_slack.fake import FakeSlack
-from slack_helpers import (
-    URL_VERIFICATION,
-    body_of,
-    delivered,
-    envelope,
-    file_share,
-    message,
-    sign,
-)
+from slack_helpers import URL_VERIFICATION, body_of, envelope, file_share, message, sign
 
 from livebridge.testing import BridgeHarness
 

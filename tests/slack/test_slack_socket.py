@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from bridge_helpers import delivered
 from livebridge_slack.fake import FakeSlack
-from slack_helpers import BOT_USER, CHANNEL, delivered, envelope, message
+from slack_helpers import BOT_USER, CHANNEL, envelope, message
 
 from livebridge import ConfigError, LivebridgeError
 from livebridge.app import create_app

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from bridge_helpers import dead_letter, delivered, nothing_stored
 from chatterbox import API_TOKEN, PATH, SECRET, FakeChatterbox, body_of, event, sign
 
 from livebridge.testing import BridgeHarness
@@ -20,26 +21,6 @@ async def post(bridge: BridgeHarness, payload: Any, **sign_args: Any
     body = body_of(payload)
     resp = await bridge.client.post(PATH, data=body, headers=sign(body, **sign_args))
     return resp.status, await resp.json()
-
-
-def incoming(bridge: BridgeHarness) -> list[dict[str, Any]]:
-    """Customer messages in the emulator (not agent replies)."""
-    return [m for m in bridge.emulator.state.messages.values() if m["message_type"] == 0]
-
-
-async def delivered(bridge: BridgeHarness, count: int) -> list[dict[str, Any]]:
-    """Wait for ``count`` customer messages and an empty outbox; return exactly those."""
-    await bridge.wait_for(lambda: len(incoming(bridge)) >= count)
-    await bridge.wait_idle()
-    found = incoming(bridge)
-    assert len(found) == count
-    return found
-
-
-async def nothing_stored(bridge: BridgeHarness) -> None:
-    stats = await bridge.daemon.store.stats()
-    assert (stats.depth, stats.dead_letters) == (0, 0)
-    assert not bridge.emulator.state.messages
 
 
 async def test_a_message_reaches_its_conversation_with_its_sender(start: Start) -> None:
@@ -209,12 +190,7 @@ async def test_a_refused_reply_is_dead_lettered(start: Start, chatterbox: FakeCh
     chatterbox.answers = [(403, {})]
     bridge = await start()
     await agent_replies(bridge, "Hello")
-
-    async def dead() -> bool:
-        return (await bridge.daemon.store.stats()).dead_letters == 1
-
-    await bridge.wait_for(dead)
-    [letter] = await bridge.daemon.store.dead_letters()
+    letter = await dead_letter(bridge)
     assert letter.kind == "reply" and "HTTP 403" in letter.reason
     assert len(chatterbox.calls) == 1
     assert API_TOKEN not in letter.reason
@@ -223,12 +199,7 @@ async def test_a_refused_reply_is_dead_lettered(start: Start, chatterbox: FakeCh
 async def test_without_reply_settings_replies_are_dead_lettered(start: Start) -> None:
     bridge = await start(reply=None)
     await agent_replies(bridge, "Hello")
-
-    async def dead() -> bool:
-        return (await bridge.daemon.store.stats()).dead_letters == 1
-
-    await bridge.wait_for(dead)
-    [letter] = await bridge.daemon.store.dead_letters()
+    letter = await dead_letter(bridge)
     assert letter.kind == "reply"
 
 
