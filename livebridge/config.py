@@ -152,7 +152,11 @@ class DeliveryConfig(_Section):
                                     description="replies/s per source at most; 0 = none")
     max_outbox: int = Field(default=100_000, ge=1)
     max_reply_outbox: int = Field(default=1_000_000, ge=1)
-    lease: Annotated[Duration, Field(ge=1)] = 120.0
+    #: How long a claimed item is held for its daemon; renewed every third of it while the
+    #: attempt runs, so a dead daemon's items are taken over after at most this long.
+    lease: Annotated[Duration, Field(ge=1)] = 15.0
+    #: The longest one delivery attempt may take (all its calls).
+    attempt_timeout: Annotated[Duration, Field(gt=0)] = 110.0
     shutdown_timeout: Duration = 10.0
 
 

@@ -320,14 +320,15 @@ class Dispatcher:
         self.last_error: str | None = None
         self._stopping = asyncio.Event()
         self._runners: list[asyncio.Task[None]] = []
+        #: The items being delivered now, whose leases the heartbeat renews.
+        self._leased: dict[str, OutboxItem] = {}
         #: Notified whenever an item is delivered, retried or dead-lettered.
         self.changed = asyncio.Condition()
 
     @property
     def attempt_timeout(self) -> float:
-        """The longest one delivery attempt may take: the lease less a safety margin."""
-        lease = self.config.lease
-        return lease - min(5.0, lease / 10)
+        """The longest one delivery attempt may take (its lease is renewed meanwhile)."""
+        return self.config.attempt_timeout
 
     @property
     def in_flight(self) -> int:
@@ -338,6 +339,7 @@ class Dispatcher:
         """Start claiming and delivering in the background, one runner per route."""
         self._runners = [asyncio.create_task(self._run(route), name=f"livebridge-{name}")
                          for name, route in self.routes.items()]
+        self._runners.append(asyncio.create_task(self._heartbeat(), name="livebridge-leases"))
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming; let in-flight deliveries finish within ``timeout``, cancel the rest.
@@ -382,6 +384,7 @@ class Dispatcher:
             await self._until_stopping(self.store.wait_for_work(_POLL))
             return
         for item in items:
+            self._leased[item.id] = item
             task = asyncio.create_task(self._deliver(route, item))
             route.tasks.add(task)
             task.add_done_callback(route.tasks.discard)
@@ -397,6 +400,19 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    async def _heartbeat(self) -> None:
+        """Renew the leases of the items being delivered, three times a lease: a daemon that
+        dies holds its items for at most one (short) lease, a live one keeps them however long
+        an attempt takes (up to ``attempt_timeout``)."""
+        lease = self.config.lease
+        while not self._stopping.is_set():
+            await self._wait(lease / 3)
+            if self._leased:
+                try:
+                    await self.store.renew(list(self._leased.values()), lease)
+                except Exception as exc:  # the store blipped: the next beat tries again
+                    log.warning("could not renew delivery leases", error=str(exc))
+
     async def _deliver(self, route: Route, item: OutboxItem) -> None:
         try:
             await self._attempt(route, item)
@@ -406,6 +422,8 @@ class Dispatcher:
             self.last_error = f"store: {exc}"
             log.error("could not record a delivery outcome; the item is retried when its lease "
                       "expires", item=item.id, source=item.source, error=str(exc))
+        finally:
+            self._leased.pop(item.id, None)
         async with self.changed:
             self.changed.notify_all()
 
@@ -413,8 +431,8 @@ class Dispatcher:
         labels = (item.source, item.kind)
         started = route.clock()
         try:
-            # An attempt must end before its lease does, or the item would be claimed again
-            # while this attempt still runs (a duplicate, out of order).
+            # The heartbeat renews the item's lease while this runs; the timeout bounds what a
+            # hung receiver can hold.
             async with asyncio.timeout(self.attempt_timeout):
                 await route.deliver(item)
         except asyncio.CancelledError:

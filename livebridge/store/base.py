@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
@@ -205,6 +205,12 @@ class Store(ABC):
     async def dead_letter(self, item: OutboxItem, reason: str, response: str | None) -> None:
         """Move the item to the dead letters; its thread's next item becomes due (nothing,
         if another claim holds the thread now)."""
+
+    @abstractmethod
+    async def renew(self, items: Sequence[OutboxItem], lease: float) -> None:
+        """Extend the leases of ``items`` (being delivered) to ``lease`` seconds from now,
+        for those whose claim still holds their thread (a heartbeat: a short lease that a
+        live daemon renews is taken over soon after that daemon dies)."""
 
     @abstractmethod
     async def release_all(self) -> None:

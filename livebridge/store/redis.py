@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -153,6 +153,17 @@ for n, entry in ipairs(due) do
   end
 end
 return out
+"""
+
+# ARGV: prefix, lease (ms), then thread, token, route for each item
+_RENEW = _LIB + """
+local ms = clock()
+for i = 3, #ARGV, 3 do
+  if redis.call('HGET', P .. 'leases', ARGV[i]) == ARGV[i + 1] then
+    redis.call('ZADD', P .. 'due:' .. ARGV[i + 2], 'XX', ms + tonumber(ARGV[2]), ARGV[i])
+  end
+end
+return 0
 """
 
 # ARGV: prefix, thread, id, token, route
@@ -378,7 +389,7 @@ class RedisStore(Store):
         except ValueError as exc:
             raise LivebridgeError(f"store url: {exc}") from exc
         self._redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
-        scripts = {"enqueue": _ENQUEUE, "claim": _CLAIM, "complete": _COMPLETE,
+        scripts = {"enqueue": _ENQUEUE, "claim": _CLAIM, "renew": _RENEW, "complete": _COMPLETE,
                    "retry": _RETRY, "dead_letter": _DEAD_LETTER, "replay": _REPLAY,
                    "last_dead": _LAST_DEAD, "drop": _DROP, "stats": _STATS,
                    "lock_acquire": _LOCK_ACQUIRE, "lock_extend": _LOCK_EXTEND,
@@ -493,6 +504,12 @@ class RedisStore(Store):
                            error, claim=token, route=item_route)
                 for id_, thread, kind, source, payload, created, attempts, error, item_route
                 in rows]
+
+    async def renew(self, items: Sequence[OutboxItem], lease: float) -> None:
+        held = [arg for item in items if item.claim is not None
+                for arg in (item.thread, item.claim, item_route(item))]
+        if held:
+            await self._run("renew", _ms(lease), *held)
 
     async def complete(self, item: OutboxItem) -> None:
         await self._run("complete", item.thread, item.id, item.claim or "", item_route(item))

@@ -15,7 +15,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -390,6 +390,18 @@ class SQLiteStore(Store):
         if await self._run(op):
             self._depth -= 1
         self._signal_work()
+
+    async def renew(self, items: Sequence[OutboxItem], lease: float) -> None:
+        held = [(item.thread, item.claim) for item in items if item.claim is not None]
+        if not held:
+            return
+
+        def op(c: sqlite3.Connection) -> None:
+            until = time.time() + lease
+            c.executemany("UPDATE threads SET leased_until=? WHERE thread=? AND claim=?",
+                          [(until, thread, claim) for thread, claim in held])
+
+        await self._run(op)
 
     async def release_all(self) -> None:
         if self.exclusive:  # this daemon owns the file: every lease is a dead process's

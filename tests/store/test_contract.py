@@ -672,3 +672,19 @@ async def _forget_routes(backend: Backend) -> None:
         await raw.delete(p + "routes")
     finally:
         await raw.aclose()
+
+
+async def test_renew_keeps_a_claim_past_its_first_lease(backend: Backend) -> None:
+    """A renewed lease is not taken over when the first one ends; an unrenewed one is, and a
+    renewal by a claim that lost its thread changes nothing."""
+    store = await backend.open()
+    await store.enqueue("inbound", "s", "a", "ta", "a", 60)
+    await store.enqueue("inbound", "s", "b", "tb", "b", 60)
+    held = await store.claim(2, 0)  # leases that end at once
+    renewed = next(i for i in held if i.thread == "ta")
+    await store.renew([renewed], 60)
+    again = await store.claim(10, 60)
+    assert [i.thread for i in again] == ["tb"]  # tb's lease ran out; ta's was renewed
+    lost = next(i for i in held if i.thread == "tb")
+    await store.renew([lost], 0)  # its claim lost the thread: no effect on the new holder
+    assert await store.claim(10, 60) == []
