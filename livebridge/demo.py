@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from livebridge.config import SMTPConfig
+from livebridge.exceptions import Retryable
 from livebridge.livedesk.emulator import CaughtMail, ReplyState
 from livebridge.mailer import Mailer
 from livebridge.model import Attachment, OutboundReply
@@ -58,8 +59,10 @@ class _TrackedReplyRoute(ReplyRoute):
         message_id = OutboundReply.model_validate_json(item.payload).livedesk_message_id
         try:
             await super().deliver(item)
-        except Exception as exc:
-            self._demo.states[message_id] = ReplyState("retrying", str(classify(exc)))
+        except Exception as exc:  # as the dispatcher will take it (the store's dead letters
+            outcome = classify(exc)  # also say when retries ran out)
+            state = "retrying" if isinstance(outcome, Retryable) else "dead-lettered"
+            self._demo.states[message_id] = ReplyState(state, str(outcome))
             raise
         self._demo.states[message_id] = ReplyState("sent")
 
