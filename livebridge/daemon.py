@@ -184,6 +184,8 @@ class Daemon(Bridge):
                 await stack.enter_async_context(self.emulator.persisted(
                     lambda: self.store.kv_get("emulator", "snapshot"),
                     lambda snapshot: self.store.kv_set("emulator", "snapshot", snapshot)))
+                assert self.demo is not None  # made with the emulator
+                await self.demo.load()
                 self.livedesk_url = await self._serve_emulator(stack)
                 log.warning(EMULATED_WARNING, emulator_api=self.livedesk_url,
                             emulator_page="/emulator/")

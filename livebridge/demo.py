@@ -9,6 +9,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import structlog
+
 from livebridge.config import SMTPConfig
 from livebridge.exceptions import Retryable
 from livebridge.livedesk.emulator import CaughtMail, ReplyState
@@ -19,12 +21,16 @@ from livebridge.replies import ReplyRoute
 from livebridge.source import Source
 from livebridge.store import OutboxItem, Store
 
-__all__ = ["CAUGHT_MAIL_LIMIT", "Demo", "MailCatcher"]
+__all__ = ["CAUGHT_MAIL_LIMIT", "STATES_KEPT", "Demo", "MailCatcher"]
 
 #: How many caught mails the catcher keeps (the oldest go first).
 CAUGHT_MAIL_LIMIT = 100
+#: How many replies' delivery states are kept (the oldest go first).
+STATES_KEPT = 1000
 #: How many dead letters the page looks through for the replies' states.
 _DEAD_LETTERS_SHOWN = 500
+_STATES_KEY = ("demo", "reply_states")
+log = structlog.get_logger("livebridge")
 
 
 class MailCatcher(Mailer):
@@ -62,9 +68,9 @@ class _TrackedReplyRoute(ReplyRoute):
         except Exception as exc:  # as the dispatcher will take it (the store's dead letters
             outcome = classify(exc)  # also say when retries ran out)
             state = "retrying" if isinstance(outcome, Retryable) else "dead-lettered"
-            self._demo.states[message_id] = ReplyState(state, str(outcome))
+            await self._demo.record(message_id, ReplyState(state, str(outcome)))
             raise
-        self._demo.states[message_id] = ReplyState("sent")
+        await self._demo.record(message_id, ReplyState("sent"))
 
 
 class Demo:
@@ -74,8 +80,27 @@ class Demo:
     def __init__(self, store: Store, *, catch_mail: bool) -> None:
         self.store = store
         self.catcher = MailCatcher() if catch_mail else None
-        #: The last attempt's outcome per Livedesk message id (dead letters come from the store).
+        #: The last attempt's outcome per Livedesk message id, the latest ``STATES_KEPT`` (kept
+        #: in the store; its dead letters have the last word).
         self.states: dict[int, ReplyState] = {}
+
+    async def load(self) -> None:
+        """Take up the states saved by an earlier run."""
+        saved = await self.store.kv_get(*_STATES_KEY)
+        if saved is not None:
+            self.states = {i: ReplyState(state, detail) for i, state, detail in json.loads(saved)}
+
+    async def record(self, message_id: int, state: ReplyState) -> None:
+        """Keep a reply's state (a failure to save it is logged: the delivery stands)."""
+        self.states.pop(message_id, None)
+        self.states[message_id] = state
+        while len(self.states) > STATES_KEPT:
+            del self.states[next(iter(self.states))]
+        saved = json.dumps([[i, s.state, s.detail] for i, s in self.states.items()])
+        try:
+            await self.store.kv_set(*_STATES_KEY, saved)
+        except Exception as exc:
+            log.warning("could not save a reply's delivery state", error=str(exc))
 
     def reply_route(self, source: Source, flow: Flow,
                     notify: Callable[..., Awaitable[None]]) -> ReplyRoute:

@@ -67,6 +67,19 @@ def emulator_state(base: str, messages: int) -> dict[str, Any]:
         time.sleep(0.05)  # polling another process's state
 
 
+def agent_reply(base: str, conversation: int, text: str) -> None:
+    """An agent's reply on the emulator's page; returns once the daemon has sent it."""
+    urllib.request.urlopen(urllib.request.Request(
+        f"{base}/emulator/_emulator/conversations/{conversation}/reply",
+        data=json.dumps({"content": text}).encode(),
+        headers={"Content-Type": "application/json"}))
+    wanted = 'livebridge_messages_delivered_total{kind="reply",source="form"} 1.0'
+    deadline = time.monotonic() + 10
+    while wanted not in urllib.request.urlopen(base + "/metrics").read().decode():
+        assert time.monotonic() < deadline, "the agent's reply never came back"
+        time.sleep(0.05)  # polling another process's state
+
+
 def test_shipped_config_runs_on_the_emulator_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "daemon.log"
@@ -86,16 +99,7 @@ def test_shipped_config_runs_on_the_emulator_and_stops_cleanly(tmp_path: Path) -
             assert "My order is late" in page and "ada@example.com" in page
             # an agent answers on the emulator's page: without SMTP, the demo catches the
             # mail to the form's customer and shows it, and the reply as sent
-            conversation = state["conversations"][0]["id"]
-            reply = json.dumps({"content": "It ships today"}).encode()
-            urllib.request.urlopen(urllib.request.Request(
-                f"{base}/emulator/_emulator/conversations/{conversation}/reply", data=reply,
-                headers={"Content-Type": "application/json"}))
-            wanted = 'livebridge_messages_delivered_total{kind="reply",source="form"} 1.0'
-            deadline = time.monotonic() + 10
-            while wanted not in urllib.request.urlopen(base + "/metrics").read().decode():
-                assert time.monotonic() < deadline, "the agent's reply never came back"
-                time.sleep(0.05)  # polling another process's state
+            agent_reply(base, state["conversations"][0]["id"], "It ships today")
             with urllib.request.urlopen(base + "/emulator/") as resp:
                 page = resp.read().decode()
             caught = page.split('id="caught-mail"', 1)[1]
@@ -137,7 +141,8 @@ def test_the_demo_keeps_customers_apart_across_restarts(tmp_path: Path) -> None:
         try:
             wait_ready(base, proc)
             post_form(base, "Ada", "ada@example.com", "first")
-            emulator_state(base, 1)  # delivered before the restart
+            conversation = emulator_state(base, 1)["conversations"][0]["id"]
+            agent_reply(base, conversation, "Hello Ada")  # its state is kept too
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
             proc = shipped(tmp_path, port, out)
@@ -145,7 +150,9 @@ def test_the_demo_keeps_customers_apart_across_restarts(tmp_path: Path) -> None:
             post_form(base, "Bob", "bob@example.com", "hello")
             emulator_state(base, 2)
             post_form(base, "Ada", "ada@example.com", "again")
-            state = emulator_state(base, 3)
+            state = emulator_state(base, 4)
+            with urllib.request.urlopen(base + "/emulator/") as resp:
+                assert '<span class="state sent">sent</span>' in resp.read().decode()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
         finally:
@@ -155,7 +162,8 @@ def test_the_demo_keeps_customers_apart_across_restarts(tmp_path: Path) -> None:
     texts = {emails[c["account_info"]["contact_id"]]: [
         m["content"] for m in state["messages"] if m["conversation_id"] == c["id"]]
         for c in state["conversations"]}
-    assert texts == {"ada@example.com": ["first", "again"], "bob@example.com": ["hello"]}
+    assert texts == {"ada@example.com": ["first", "Hello Ada", "again"],
+                     "bob@example.com": ["hello"]}
 
 
 def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:

@@ -1421,9 +1421,9 @@ def _mail_html(mails: Sequence[CaughtMail]) -> str:
 
 
 def _state_html(state: ReplyState | None) -> str:
-    """A reply's delivery state (still queued when the daemon has none yet)."""
+    """A reply's delivery state (none: the daemon has not tried it yet)."""
     if state is None:
-        return ' <span class="state queued">queued</span>'
+        return ' <span class="state queued">not tried yet</span>'
     name = html.escape(state.state)
     detail = f": {html.escape(state.detail)}" if state.detail else ""
     return f' <span class="state {name}">{name}{detail}</span>'
