@@ -673,14 +673,17 @@ class Emulator:
             self.state.restore(json.loads(saved))
         self._changed = changed = asyncio.Event()
 
+        async def save_now() -> None:
+            try:
+                await save(json.dumps(self.state.snapshot()))
+            except Exception as exc:  # the next change (or the exit) tries again
+                log.warning("livedesk_emulator.save_failed", error=repr(exc))
+
         async def save_changes() -> None:
             while True:
                 await changed.wait()
                 changed.clear()
-                try:
-                    await save(json.dumps(self.state.snapshot()))
-                except Exception as exc:  # the next change tries again; exit saves too
-                    log.warning("livedesk_emulator.save_failed", error=repr(exc))
+                await save_now()
 
         saver = asyncio.create_task(save_changes())
         try:
@@ -690,7 +693,7 @@ class Emulator:
             saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await saver
-            await save(json.dumps(self.state.snapshot()))
+            await save_now()
 
     def _mark_changed(self, request: web.Request, response: web.StreamResponse) -> None:
         if self._changed is not None and request.method != "GET" and response.status < 400:
