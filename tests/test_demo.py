@@ -129,6 +129,9 @@ async def test_the_demo_catches_mail_and_shows_each_replys_state(
         r'<span class="state [^"]+">([^<]*)</span>.*?<span class="content">([^<]*)</span>',
         page)}
     assert states == SHOWN
+    [href] = re.findall(r'<a class="file" href="([^"]+)">invoice.txt</a>', page)
+    async with bridge.client.get(f"/emulator/{href}") as resp:  # relative, so kept by restarts
+        assert await resp.read() == b"total: 12 EUR"
     mail = html.unescape(re.sub(r"<[^>]+>", "", page.split('id="caught-mail"', 1)[1]))
     assert "To Ann Lee <ann@example.com>: Re: your message to" in mail
     assert "It ships today" in mail and "Attachments: invoice.txt" in mail

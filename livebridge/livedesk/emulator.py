@@ -27,6 +27,7 @@ import math
 import random
 import re
 import time
+import urllib.parse
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -1412,6 +1413,11 @@ def _contact_html(contact: JSON) -> str:
                            details=html.escape(f" ({details})" if details else ""))
 
 
+def _file_path(attachment: JSON) -> str:
+    """An attachment's address relative to the page."""
+    return f"_emulator/files/{attachment['id']}/{urllib.parse.quote(attachment['name'])}"
+
+
 def _mail_html(mails: Sequence[CaughtMail]) -> str:
     items = "\n".join(
         f'<li><p>To <span class="to">{html.escape(m.to)}</span>: '
@@ -1438,7 +1444,8 @@ def _message_html(message: JSON, states: Mapping[int, ReplyState] | None = None)
     if states is not None and kind == "outgoing" and not message["private"]:
         label += _state_html(states.get(message["id"]))
     when = datetime.fromtimestamp(message["created_at"], UTC)
-    files = "".join(f' <a class="file" href="{html.escape(a["data_url"])}">'
+    # relative: the page's own origin, also once a restart has moved the API's port
+    files = "".join(f' <a class="file" href="{html.escape(_file_path(a))}">'
                     f'{html.escape(a["name"])}</a>' for a in message["attachments"])
     actions = ""
     if kind != "incoming" and not message["content_attributes"].get("deleted"):
