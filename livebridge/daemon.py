@@ -190,8 +190,8 @@ class Daemon(Bridge):
                 log.warning(EMULATED_WARNING, emulator_api=self.livedesk_url,
                             emulator_page="/emulator/")
             if self.mailer is None:
-                log.warning("no smtp: section (SMTP_HOST unset): agent replies to email and "
-                            "web-form customers cannot be sent")
+                log.warning("no smtp: host configured (SMTP_HOST in the shipped bridge.yaml): "
+                            "agent replies to email and web-form customers cannot be sent")
             limiter = RateLimiter(delivery.rate_limit, delivery.rate_burst)
             self.sink = LivedeskSink(self._client(limiter), self.store, self._inbox_id(),
                                      self.notify, settle=2 * self.config.livedesk.timeout,
