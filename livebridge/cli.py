@@ -47,7 +47,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if emulator is not None:  # agent replies typed on the emulator's page come back to us
         host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
         emulator.webhook_url = f"http://{host}:{config.server.port}{config.livedesk.webhook_path}"
-    serve(app, config.server, shutdown_timeout=config.delivery.shutdown_timeout + 5)
+    daemon = app[DAEMON]
+    paths = [s.settings.path for s in daemon.sources.values() if s.settings.path]
+    serve(app, config.server, shutdown_timeout=config.delivery.shutdown_timeout + 5,
+          paths=paths + (["/emulator/"] if daemon.emulated else []))
     return 0
 
 

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from livebridge.config import Config
+from livebridge.demo import Demo
 from livebridge.exceptions import Overloaded, ReplyNotSupported
 from livebridge.livedesk.client import LivedeskClient
 from livebridge.livedesk.emulator import Emulator
@@ -64,6 +65,8 @@ class Daemon(Bridge):
         self.store = create_store(config.store)
         secret = ld.webhook_secret.get_secret_value() if ld.webhook_secret else None
         self.emulator: Emulator | None = None
+        #: Demo mode's mail catcher (without ``smtp:``) and reply states, on the emulator page.
+        self.demo: Demo | None = None
         if self.emulated:
             # Demo mode: the embedded emulator signs its webhooks with a secret made now, so
             # the webhook path takes nothing unsigned even when none is configured.
@@ -71,13 +74,15 @@ class Daemon(Bridge):
             key, api_secret, inbox = EMULATOR_CREDENTIALS
             self.emulator = Emulator(api_key=key, api_secret=api_secret, inbox_id=inbox,
                                      webhook_secret=secret)
+            self.emulator.view = self.demo = Demo(self.store, catch_mail=config.smtp is None)
         self.replies = ReplyReceiver(self, secret, ld.webhook_max_age,
                                      forward_templates=ld.forward_templates)
         self.livedesk_url = ld.base_url or ""
         self.sink: LivedeskSink | None = None
         self.routes: dict[str, Route] = {}
         self.dispatcher: Dispatcher | None = None
-        self.mailer = Mailer(config.smtp) if config.smtp is not None else None
+        self.mailer: Mailer | None = Mailer(config.smtp) if config.smtp is not None else (
+            self.demo.catcher if self.demo is not None else None)
         self.started_at = time.time()
 
     # --- Bridge (what sources use) --------------------------------------------------------
@@ -175,9 +180,18 @@ class Daemon(Bridge):
                 limit=workers + _CONNECTION_HEADROOM))
             stack.push_async_callback(self.http.close)
             if self.emulator is not None:
+                # its data lives with the store's, so the ids the store maps stay true
+                await stack.enter_async_context(self.emulator.persisted(
+                    lambda: self.store.kv_get("emulator", "snapshot"),
+                    lambda snapshot: self.store.kv_set("emulator", "snapshot", snapshot)))
+                assert self.demo is not None  # made with the emulator
+                await self.demo.load()
                 self.livedesk_url = await self._serve_emulator(stack)
                 log.warning(EMULATED_WARNING, emulator_api=self.livedesk_url,
                             emulator_page="/emulator/")
+            if self.mailer is None:
+                log.warning("no smtp: host configured (SMTP_HOST in the shipped bridge.yaml): "
+                            "agent replies to email and web-form customers cannot be sent")
             limiter = RateLimiter(delivery.rate_limit, delivery.rate_burst)
             self.sink = LivedeskSink(self._client(limiter), self.store, self._inbox_id(),
                                      self.notify, settle=2 * self.config.livedesk.timeout,
@@ -185,7 +199,8 @@ class Daemon(Bridge):
             routes: list[Route] = [LivedeskRoute(self.sink, self._flow(
                 delivery.concurrency, limiter))]
             notes = self.sink.client if self.config.livedesk.note_failed_replies else None
-            routes += [ReplyRoute(source, self._flow(delivery.reply_concurrency, RateLimiter(
+            reply_route = self.demo.reply_route if self.demo is not None else ReplyRoute
+            routes += [reply_route(source, self._flow(delivery.reply_concurrency, RateLimiter(
                 delivery.reply_rate_limit, delivery.rate_burst)), self.notify, notes)
                 for source in self.sources.values()]
             self.routes = {route.name: route for route in routes}

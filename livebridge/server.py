@@ -14,10 +14,12 @@ One runner serves ``livebridge run`` and the test harness (``make_bridge``), so 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -25,8 +27,9 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from livebridge.config import ServerConfig
+from livebridge.exceptions import LivebridgeError
 
-__all__ = ["BridgeRunner", "run"]
+__all__ = ["BridgeRunner", "listen", "run"]
 
 log = structlog.get_logger("livebridge.server")
 
@@ -170,15 +173,34 @@ class BridgeRunner(web.AppRunner):
             loop.default_exception_handler(context)
 
 
-def run(app: web.Application, server: ServerConfig, *, shutdown_timeout: float) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening; ``LivebridgeError`` in one line
+    if it cannot be (the port in use, say)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        why = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+        raise LivebridgeError(f"cannot listen on {host}:{port}: {why} "
+                              "(set LIVEBRIDGE_PORT or server.port)") from None
+
+
+def run(app: web.Application, server: ServerConfig, *, shutdown_timeout: float,
+        paths: Sequence[str] = ()) -> None:
     """Serve ``app`` on ``server.host:port`` until SIGINT or SIGTERM, then clean up (giving
-    open requests ``shutdown_timeout`` seconds)."""
+    open requests ``shutdown_timeout`` seconds). The socket is bound before the app starts,
+    and "listening on" is logged for each of ``paths`` once the app has started."""
+    sock = listen(server.host, server.port)
 
     async def serve() -> None:
         runner = BridgeRunner(app, server, shutdown_timeout=shutdown_timeout)
         await runner.setup()
         try:
-            await web.TCPSite(runner, server.host, server.port).start()
+            await web.SockSite(runner, sock).start()
+            host, port = sock.getsockname()[:2]
+            base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+            for path in paths:
+                log.info(f"listening on {base}{path}")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -187,4 +209,5 @@ def run(app: web.Application, server: ServerConfig, *, shutdown_timeout: float) 
         finally:
             await runner.cleanup()
 
-    asyncio.run(serve())
+    with sock:
+        asyncio.run(serve())

@@ -95,7 +95,8 @@ class Bridge(ABC):
     #: The daemon's shared outbound HTTP session (for provider APIs).
     http: aiohttp.ClientSession
     metrics: Metrics
-    #: Sends mail when the ``smtp:`` section is configured, else None.
+    #: Sends mail when the ``smtp:`` section is configured; else None (with the built-in
+    #: emulator: a catcher that shows the mail on its page).
     mailer: Mailer | None
     config: Config
 

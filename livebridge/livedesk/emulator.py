@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -26,13 +27,14 @@ import math
 import random
 import re
 import time
+import urllib.parse
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -67,6 +69,7 @@ AGENT: JSON = {
     "type": "user",
 }
 
+_FIRST_IDS = {"contact": 2219259, "conversation": 40, "message": 1}
 _UNIQUE_LABELS = {"email": "Email", "identifier": "Identifier", "phone_number": "Phone number"}
 _STRING_LABELS = {
     "name": "Name",
@@ -133,6 +136,37 @@ class CallRecord:
     status: int
 
 
+@dataclass(frozen=True, slots=True)
+class CaughtMail:
+    """A mail the demo caught instead of sending (shown on the page)."""
+
+    to: str
+    subject: str
+    text: str
+    attachments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyState:
+    """Where an agent's reply is on its way to the customer: ``sent``, ``retrying`` or
+    ``dead-lettered``, with the last error or the reason in ``detail``."""
+
+    state: str
+    detail: str = ""
+
+
+class DemoView(Protocol):
+    """What the daemon shows on the emulator's page in demo mode."""
+
+    def caught_mail(self) -> Sequence[CaughtMail]:
+        """The mail caught instead of sent, oldest first."""
+        ...
+
+    async def reply_states(self) -> Mapping[int, ReplyState]:
+        """The delivery state of agent replies, by Livedesk message id."""
+        ...
+
+
 class EmulatorError(Exception):
     """An error answer of the emulated API: HTTP status and JSON body."""
 
@@ -183,9 +217,8 @@ class EmulatorState:
     attachment_types: list[str]
 
     def __init__(self) -> None:
-        self._contact_ids = itertools.count(2219259)
-        self._conversation_ids = itertools.count(40)
-        self._message_ids = itertools.count(1)
+        #: The next id of each kind (kept by ``snapshot``, so ids never repeat).
+        self._next = dict(_FIRST_IDS)
         self.clear()
 
     def clear(self) -> None:
@@ -282,7 +315,7 @@ class EmulatorState:
             "additional_attributes": fields.get("additional_attributes") or {},
             "availability_status": "offline",
             "email": fields.get("email"),
-            "id": next(self._contact_ids),
+            "id": self._take("contact"),
             "name": fields.get("name"),
             "phone_number": fields.get("phone_number"),
             "blocked": False,
@@ -385,11 +418,50 @@ class EmulatorState:
 
     def next_message_id(self) -> int:
         """Reserve a message id."""
-        return next(self._message_ids)
+        return self._take("message")
 
     def next_conversation_id(self) -> int:
         """Reserve a conversation id."""
-        return next(self._conversation_ids)
+        return self._take("conversation")
+
+    def _take(self, kind: str) -> int:
+        taken = self._next[kind]
+        self._next[kind] = taken + 1
+        return taken
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def snapshot(self) -> JSON:
+        """The data and the next ids as JSON-able values (not the call log), for ``restore``."""
+        return {
+            "next_ids": dict(self._next),
+            "contacts": self.contacts_list(),
+            "conversations": [{**c, "source_id": self._conversation_sources[c["id"]]}
+                              for c in self.conversations.values()],
+            "messages": list(self.messages.values()),
+            "attachments": [[base64.b64encode(data).decode(), kind] for data, kind
+                            in zip(self.attachments, self.attachment_types, strict=True)],
+        }
+
+    def restore(self, snapshot: JSON) -> None:
+        """Replace all data with a ``snapshot``; ids continue from its next ids."""
+        self.clear()
+        self._next.update(snapshot["next_ids"])
+        for contact in snapshot["contacts"]:
+            self.contacts[contact["id"]] = contact
+            self._index(contact)
+            for contact_inbox in contact["contact_inboxes"]:
+                self._sources[contact_inbox["source_id"]] = contact["id"]
+        for conversation in snapshot["conversations"]:
+            source_id = conversation.pop("source_id")
+            self.conversations[conversation["id"]] = conversation
+            self._conversation_messages[conversation["id"]] = []
+            self._conversation_sources[conversation["id"]] = source_id
+        for message in snapshot["messages"]:
+            self.messages[message["id"]] = message
+            self._conversation_messages[message["conversation_id"]].append(message)
+        for data, kind in snapshot["attachments"]:
+            self.add_attachment(base64.b64decode(data), kind)
 
     def add_message(self, message: JSON, now: float) -> None:
         """Store a new message of an existing conversation."""
@@ -588,6 +660,45 @@ class Emulator:
         self._session: aiohttp.ClientSession | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._running_apps = 0
+        #: What the daemon adds to the page in demo mode: caught mail and reply states.
+        self.view: DemoView | None = None
+        self._changed: asyncio.Event | None = None
+
+    @contextlib.asynccontextmanager
+    async def persisted(self, load: Callable[[], Awaitable[str | None]],
+                        save: Callable[[str], Awaitable[None]]) -> AsyncIterator[None]:
+        """Keep the data in ``save``d snapshots while open: restore the one ``load`` returns,
+        save after each change (changes made meanwhile coalesce into one save) and at exit."""
+        saved = await load()
+        if saved is not None:
+            self.state.restore(json.loads(saved))
+        self._changed = changed = asyncio.Event()
+
+        async def save_now() -> None:
+            try:
+                await save(json.dumps(self.state.snapshot()))
+            except Exception as exc:  # the next change (or the exit) tries again
+                log.warning("livedesk_emulator.save_failed", error=repr(exc))
+
+        async def save_changes() -> None:
+            while True:
+                await changed.wait()
+                changed.clear()
+                await save_now()
+
+        saver = asyncio.create_task(save_changes())
+        try:
+            yield
+        finally:
+            self._changed = None
+            saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saver
+            await save_now()
+
+    def _mark_changed(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self._changed is not None and request.method != "GET" and response.status < 400:
+            self._changed.set()
 
     # -- app -----------------------------------------------------------------------------
 
@@ -641,10 +752,13 @@ class Emulator:
                 if refused is not None:
                     return refused
                 try:
-                    return await handler(request)
+                    answer = await handler(request)
                 except EmulatorError as exc:
                     return web.json_response(exc.body, status=exc.status)
+                self._mark_changed(request, answer)
+                return answer
             response = await self._api_call(request, handler)
+            self._mark_changed(request, response)
             resource = request.match_info.route.resource
             template = path if resource is None else resource.canonical[len(prefix) :]
             self.state.record_call(request.method, path, template, response.status)
@@ -1257,20 +1371,24 @@ class Emulator:
         if len(state.conversations) > len(shown) or len(state.contacts) > len(contacts):
             summary += (f"; showing the newest {len(shown)} conversations and "
                         f"{len(contacts)} contacts")
+        view = self.view
+        states = await view.reply_states() if view is not None else None
         page = _PAGE.format(
             summary=html.escape(summary),
-            sections="\n".join(self._conversation_html(c) for c in shown)
+            sections="\n".join(self._conversation_html(c, states) for c in shown)
             or "<p>No conversations yet.</p>",
             contacts="\n".join(_contact_html(c) for c in contacts) or "<li>No contacts yet.</li>",
+            mail="" if view is None else _mail_html(view.caught_mail()),
             script=_SCRIPT,
         )
         return web.Response(text=page, content_type="text/html")
 
-    def _conversation_html(self, conversation: JSON) -> str:
+    def _conversation_html(self, conversation: JSON,
+                           states: Mapping[int, ReplyState] | None) -> str:
         cid = conversation["id"]
         contact = self.state.contacts[conversation["account_info"]["contact_id"]]
         messages = self.state.messages_in(cid)[-HTML_MESSAGES:]
-        items = "\n".join(_message_html(m) for m in messages)
+        items = "\n".join(_message_html(m, states) for m in messages)
         resolved = conversation["status"] == "resolved"
         return _SECTION.format(
             id=cid,
@@ -1295,11 +1413,39 @@ def _contact_html(contact: JSON) -> str:
                            details=html.escape(f" ({details})" if details else ""))
 
 
-def _message_html(message: JSON) -> str:
+def _file_path(attachment: JSON) -> str:
+    """An attachment's address relative to the page."""
+    return f"_emulator/files/{attachment['id']}/{urllib.parse.quote(attachment['name'])}"
+
+
+def _mail_html(mails: Sequence[CaughtMail]) -> str:
+    items = "\n".join(
+        f'<li><p>To <span class="to">{html.escape(m.to)}</span>: '
+        f'<strong class="subject">{html.escape(m.subject)}</strong></p>'
+        f'<pre class="content">{html.escape(m.text)}</pre>'
+        + (f'<p>Attachments: {html.escape(", ".join(m.attachments))}</p>'
+           if m.attachments else "") + "</li>"
+        for m in reversed(mails))
+    return _MAIL.format(items=items or "<li>No mail yet.</li>")
+
+
+def _state_html(state: ReplyState | None) -> str:
+    """A reply's delivery state (none: the daemon has not tried it yet)."""
+    if state is None:
+        return ' <span class="state queued">not tried yet</span>'
+    name = html.escape(state.state)
+    detail = f": {html.escape(state.detail)}" if state.detail else ""
+    return f' <span class="state {name}">{name}{detail}</span>'
+
+
+def _message_html(message: JSON, states: Mapping[int, ReplyState] | None = None) -> str:
     kind = _TYPE_NAMES[message["message_type"]]
     label = f"{kind} (private note)" if message["private"] else kind
+    if states is not None and kind == "outgoing" and not message["private"]:
+        label += _state_html(states.get(message["id"]))
     when = datetime.fromtimestamp(message["created_at"], UTC)
-    files = "".join(f' <a class="file" href="{html.escape(a["data_url"])}">'
+    # relative: the page's own origin, also once a restart has moved the API's port
+    files = "".join(f' <a class="file" href="{html.escape(_file_path(a))}">'
                     f'{html.escape(a["name"])}</a>' for a in message["attachments"])
     actions = ""
     if kind != "incoming" and not message["content_attributes"].get("deleted"):
@@ -1334,6 +1480,12 @@ h2 {{ font-size: 1.1rem; }}
 .messages {{ list-style: none; padding: 0; }}
 .messages li {{ padding: .25rem 0; border-top: 1px solid #eee; }}
 .kind {{ font-weight: bold; }}
+.state {{ font-weight: normal; padding: 0 .3rem; border-radius: 3px; background: #eee; }}
+.state.sent {{ background: #d9ead3; }}
+.state.retrying {{ background: #fff2cc; }}
+.state.dead-lettered {{ background: #f4cccc; }}
+.mail {{ list-style: none; padding: 0; }}
+.mail li {{ border-top: 1px solid #eee; }}
 .outgoing .kind {{ color: #0b5394; }}
 .content {{ white-space: pre-wrap; }}
 time {{ color: #555; font-size: .9em; }}
@@ -1354,6 +1506,7 @@ Livedesk</strong></p>
 <ul class="contacts">
 {contacts}
 </ul>
+{mail}
 </main>
 <script>
 {script}
@@ -1402,6 +1555,14 @@ _MESSAGE_ACTIONS = """<span class="actions">
 <button type="submit">Delete</button>
 </form>
 </span>"""
+
+_MAIL = """<section aria-labelledby="caught-mail">
+<h1 id="caught-mail">Caught mail</h1>
+<p>No SMTP server is configured: the demo keeps the mail it would have sent here.</p>
+<ol class="mail">
+{items}
+</ol>
+</section>"""
 
 _CONTACT = """<li id="contact-{id}"><span>Contact {id}: {who}{details}</span>
 <form method="post" action="_emulator/contacts/{id}/delete" data-label="Delete contact {id}"

@@ -9,6 +9,7 @@ import bridge_helpers
 import pytest
 
 from livebridge import InboundMessage, StoreUnavailable, hookimpl
+from livebridge.livedesk.emulator import Emulator
 from livebridge.testing import BridgeHarness
 
 StartForm = Callable[..., Awaitable[BridgeHarness]]
@@ -19,9 +20,9 @@ def start_form(make_bridge: Any) -> StartForm:
     """``await start_form(top_level_config, **form_settings, plugins=[...])``."""
 
     async def start(config: dict[str, Any] | None = None, *, plugins: tuple[object, ...] = (),
-                    **settings: Any) -> BridgeHarness:
+                    emulator: Emulator | None = None, **settings: Any) -> BridgeHarness:
         raw = {**(config or {}), "sources": [{"type": "form", **settings}]}
-        bridge: BridgeHarness = await make_bridge(raw, plugins=plugins)
+        bridge: BridgeHarness = await make_bridge(raw, plugins=plugins, emulator=emulator)
         return bridge
 
     return start

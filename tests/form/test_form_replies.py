@@ -1,5 +1,5 @@
 """Agent replies to web-form customers go out by email (with ``smtp:``), else are
-dead-lettered as not deliverable."""
+dead-lettered as not deliverable (caught by the demo's mail catcher in emulated mode)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 from bridge_helpers import dead_letter
 from smtp_helpers import SMTPServer, smtp_section, smtp_server  # noqa: F401 - fixture
+
+from livebridge.livedesk.emulator import Emulator
 
 JSON = {"Accept": "application/json"}
 
@@ -34,8 +36,13 @@ async def test_an_agent_reply_is_emailed_to_the_customer(
     assert plain is not None and plain.get_content().strip() == "It ships today."
 
 
-async def test_without_smtp_a_reply_is_dead_lettered_as_not_deliverable(start_form: Any) -> None:
-    bridge = await start_form()
+async def test_without_smtp_a_reply_is_dead_lettered_as_not_deliverable(
+        start_form: Any, aiohttp_server: Any) -> None:
+    emulator = Emulator(api_key="k", api_secret="s", inbox_id=5, webhook_secret="w" * 32)
+    server = await aiohttp_server(emulator.app())  # real Livedesk: demo mode would catch mail
+    bridge = await start_form({"livedesk": {
+        "base_url": str(server.make_url("")).rstrip("/"), "api_key": "k", "api_secret": "s",
+        "inbox_id": 5, "webhook_secret": "w" * 32}}, emulator=emulator)
     await reply_to_first_post(bridge, {"email": "ann@example.com", "message": "hi"}, "Hello!")
     letter = await dead_letter(bridge)
     assert letter.kind == "reply" and "not deliverable" in letter.reason
