@@ -79,13 +79,21 @@ def create_app(config: Config, pm: pluggy.PluginManager) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    ld = config.livedesk
-    if daemon.replies.secret is not None or ld.allow_unsigned_webhooks:
-        app.router.add_post(ld.webhook_path, daemon.replies.handle_webhook)
-    else:
-        log.warning("agent replies are OFF: set LIVEDESK_WEBHOOK_SECRET (the channel's webhook "
-                    "secret), or livedesk.allow_unsigned_webhooks: true behind a trusted proxy")
-    owners: dict[tuple[str, str], str] = {("POST", ld.webhook_path): "the Livedesk webhook"}
+    owners: dict[tuple[str, str], str] = {}
+    for inbox in daemon.inboxes.values():  # each inbox's replies come by its own webhook
+        ld = inbox.config
+        key = ("POST", ld.webhook_path)
+        if key in owners:
+            raise ConfigError(config.path, [
+                f"inboxes: {owners[key]} and inbox {inbox.name!r} both take their webhook at "
+                f"{ld.webhook_path}; give each inbox its own webhook_path"])
+        owners[key] = f"inbox {inbox.name!r}"
+        if inbox.replies.secret is not None or ld.allow_unsigned_webhooks:
+            app.router.add_post(ld.webhook_path, inbox.replies.handle_webhook)
+        else:
+            log.warning("agent replies are OFF: set the inbox's webhook_secret (the channel's "
+                        "webhook secret), or allow_unsigned_webhooks: true behind a trusted "
+                        "proxy", inbox=inbox.name)
     for source in daemon.sources.values():
         routes = source.routes()
         for route in routes:

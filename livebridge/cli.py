@@ -43,10 +43,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.server.port = args.port
     configure_logging(config.logging.level, config.logging.format, config.secrets())
     app = create_app(config, pm)
-    emulator = app[DAEMON].emulator
-    if emulator is not None:  # agent replies typed on the emulator's page come back to us
-        host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
-        emulator.webhook_url = f"http://{host}:{config.server.port}{config.livedesk.webhook_path}"
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    for inbox in app[DAEMON].inboxes.values():
+        if inbox.emulator is not None:  # agent replies typed on its page come back to us
+            inbox.emulator.webhook_url = (f"http://{host}:{config.server.port}"
+                                          f"{inbox.config.webhook_path}")
     serve(app, config.server, shutdown_timeout=config.delivery.shutdown_timeout + 5)
     return 0
 
@@ -55,10 +56,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config and print it as the daemon would use it, secrets masked."""
     config, pm = _load(args.config)
     configure_logging(config.logging.level, config.logging.format, config.secrets())
-    create_app(config, pm)  # the checks ``run`` makes (routes, sources), nothing started
+    daemon = create_app(config, pm)[DAEMON]  # the checks ``run`` makes, nothing started
     data = config.masked()
     print(f"# {config.path}: OK" + ("  (Livedesk: built-in emulator)"
                                     if config.livedesk.emulated else ""))
+    for source in daemon.sources.values():  # which source goes to which inbox
+        inbox = daemon.inbox_of(source)
+        print(f"# {source.name} → inbox {inbox.name} ({inbox.describe()})")
     print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
     return 0
 

@@ -38,7 +38,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from livebridge.app import DAEMON, create_app
-from livebridge.config import Config, ServerConfig, parse_config
+from livebridge.config import DEFAULT_INBOX, Config, ServerConfig, parse_config
 from livebridge.daemon import Daemon
 from livebridge.livedesk.emulator import Emulator
 from livebridge.plugins import collect_source_types, get_plugin_manager
@@ -82,12 +82,13 @@ class BridgeHarness:
         daemon: Daemon = app[DAEMON]
         return daemon
 
-    async def post_webhook(self, event: Any, path: str = "/livedesk/webhook") -> ClientResponse:
+    async def post_webhook(self, event: Any, path: str = "/livedesk/webhook", *,
+                           inbox: str = DEFAULT_INBOX) -> ClientResponse:
         """Post a Livedesk webhook ``event`` (JSON-encoded unless bytes), signed as Livedesk
-        signs it with the daemon's webhook secret (in emulated mode, the one made at start)."""
+        signs it with ``inbox``'s webhook secret (in emulated mode, the one made at start)."""
         raw = event if isinstance(event, bytes) else json.dumps(event).encode()
         headers = {"Content-Type": "application/json"}
-        secret = self.daemon.replies.secret
+        secret = self.daemon.inboxes[inbox].replies.secret
         if secret is not None:
             stamp = str(int(time.time()))
             headers |= {"X-Chatwoot-Timestamp": stamp,
@@ -108,13 +109,26 @@ class BridgeHarness:
                                  "yet: wait_for its first message to be delivered")
         return conversation
 
-    async def agent_reply(self, conversation_id: int, text: str) -> dict[str, Any]:
-        """Play an agent answering in Livedesk: the emulator posts the message and sends its
-        webhook, signed with the daemon's webhook secret, to this daemon. Returns the
-        emulator's message; wait for its effect (e.g. the source's reply) with ``wait_for``."""
-        self.emulator.webhook_url = self.url(self.daemon.config.livedesk.webhook_path)
-        self.emulator.webhook_secret = self.daemon.replies.secret
-        message: dict[str, Any] = await self.emulator.agent_reply(conversation_id, text)
+    def emulator_of(self, inbox: str) -> Emulator:
+        """The emulator behind ``inbox`` (``default``: ``self.emulator``); in emulated mode
+        each inbox has its own."""
+        if inbox == DEFAULT_INBOX:
+            return self.emulator
+        emulator = self.daemon.inboxes[inbox].emulator
+        assert emulator is not None, f"inbox {inbox!r} is not emulated"
+        return emulator
+
+    async def agent_reply(self, conversation_id: int, text: str, *,
+                          inbox: str = DEFAULT_INBOX) -> dict[str, Any]:
+        """Play an agent answering in Livedesk (in ``inbox``): its emulator posts the message
+        and sends its webhook, signed with the inbox's webhook secret, to this daemon. Returns
+        the emulator's message; wait for its effect (e.g. the source's reply) with
+        ``wait_for``."""
+        emulator = self.emulator_of(inbox)
+        found = self.daemon.inboxes[inbox]
+        emulator.webhook_url = self.url(found.config.webhook_path)
+        emulator.webhook_secret = found.replies.secret
+        message: dict[str, Any] = await emulator.agent_reply(conversation_id, text)
         return message
 
     async def wait_for(self, predicate: Predicate, timeout: float = 10.0) -> None:
