@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import yaml
@@ -379,9 +379,15 @@ def _keys(classes: list[Any]) -> dict[str, FieldInfo]:
 def _classes_at(model: type[BaseModel], parts: tuple[int | str, ...]) -> list[Any]:
     """The classes the value at key path ``parts`` below ``model`` may be (none if unknown)."""
     classes: list[Any] = [model]
+    named = False  # the part is a name in a mapping of sections (``inboxes.jp``)
     for part in parts:
+        if named:
+            named = False
+            continue
         field = _keys(classes).get(part) if isinstance(part, str) else None
-        classes = list(_types_in(field.annotation)) if field else []
+        annotation = field.annotation if field else None
+        named = get_origin(annotation) is dict
+        classes = list(_types_in(get_args(annotation)[-1] if named else annotation))
     return classes
 
 

@@ -70,9 +70,14 @@ def build_config(raw: Mapping[str, Any], tmp_path: Path, plugins: Iterable[objec
 class BridgeHarness:
     """A running daemon on a real socket, with its emulator and a client."""
 
-    def __init__(self, client: TestClient[Any, Any], emulator: Emulator) -> None:
+    def __init__(self, client: TestClient[Any, Any], emulator: Emulator,
+                 emulators: Mapping[str, Emulator] | None = None) -> None:
         self.client = client
         self.emulator = emulator
+        #: The emulator behind each inbox, by name (``default``: ``emulator``).
+        self.emulators = {DEFAULT_INBOX: emulator, **{
+            name: inbox.emulator for name, inbox in self.daemon.inboxes.items()
+            if inbox.emulator is not None and name != DEFAULT_INBOX}, **(emulators or {})}
 
     @property
     def daemon(self) -> Daemon:
@@ -109,22 +114,13 @@ class BridgeHarness:
                                  "yet: wait_for its first message to be delivered")
         return conversation
 
-    def emulator_of(self, inbox: str) -> Emulator:
-        """The emulator behind ``inbox`` (``default``: ``self.emulator``); in emulated mode
-        each inbox has its own."""
-        if inbox == DEFAULT_INBOX:
-            return self.emulator
-        emulator = self.daemon.inboxes[inbox].emulator
-        assert emulator is not None, f"inbox {inbox!r} is not emulated"
-        return emulator
-
     async def agent_reply(self, conversation_id: int, text: str, *,
                           inbox: str = DEFAULT_INBOX) -> dict[str, Any]:
         """Play an agent answering in Livedesk (in ``inbox``): its emulator posts the message
         and sends its webhook, signed with the inbox's webhook secret, to this daemon. Returns
         the emulator's message; wait for its effect (e.g. the source's reply) with
         ``wait_for``."""
-        emulator = self.emulator_of(inbox)
+        emulator = self.emulators[inbox]
         found = self.daemon.inboxes[inbox]
         emulator.webhook_url = self.url(found.config.webhook_path)
         emulator.webhook_secret = found.replies.secret
@@ -183,8 +179,10 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[B
 
     async def factory(raw: Mapping[str, Any] | None = None, *, plugins: Iterable[object] = (),
                       env: Mapping[str, str] | None = None,
-                      emulator: Emulator | None = None) -> BridgeHarness:
-        """Start a daemon; pass ``emulator`` when ``livedesk.base_url`` points at one."""
+                      emulator: Emulator | None = None,
+                      emulators: Mapping[str, Emulator] | None = None) -> BridgeHarness:
+        """Start a daemon; pass ``emulator`` when ``livedesk.base_url`` points at one, and
+        ``emulators`` (by inbox name) when the ``inboxes:`` entries' ``base_url`` do."""
         plugins = list(plugins)
         config = build_config(raw or {}, tmp_path / f"bridge{len(clients)}", plugins, env)
         app = create_app(config, get_plugin_manager(plugins))
@@ -193,7 +191,7 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[B
         clients.append(client)
         emulator = emulator or app[DAEMON].emulator
         assert emulator is not None, "pass the Emulator that livedesk.base_url points at"
-        return BridgeHarness(client, emulator)
+        return BridgeHarness(client, emulator, emulators)
 
     yield factory
     for client in reversed(clients):
