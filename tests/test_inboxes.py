@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,11 @@ async def test_each_inbox_webhook_takes_only_its_own_secret(
 async def test_one_inbox_outage_does_not_hold_the_other_inbox(
         make_bridge: Any, echo: Any, echo_post: Post) -> None:
     bridge = await make_bridge({"inboxes": {"jp": {}}, "sources": SOURCES,
-                                "delivery": {"breaker_threshold": 2}}, plugins=[echo])
+                                "delivery": {"breaker_threshold": 2, "probe_interval": "100ms",
+                                             "probe_cap": "200ms"}}, plugins=[echo])
     home, japan = bridge.emulators["default"], bridge.emulators["jp"]
     assert (home.inbox_id, japan.inbox_id) == (1, 2)
-    japan.faults = Faults(outage_until=float("inf"))
+    japan.faults = Faults(outage_until=time.time() + 3600)
     await bridge.client.post("/chat", json=echo_post(1, text="held"))
     routes = bridge.daemon.routes
     await bridge.wait_for(lambda: routes["livedesk:jp"].breaker.state != "closed")
