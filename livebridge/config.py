@@ -116,7 +116,7 @@ DEFAULT_INBOX = "default"
 
 class InboxConfig(_Section):
     """One more Livedesk inbox (``inboxes: {name: ...}``): the keys it sets replace the
-    top-level ``livedesk:`` ones; its webhook (path and secret) is always its own."""
+    top-level ``livedesk:`` ones; its webhook (path, secret, unsigned or not) is its own."""
 
     base_url: Annotated[str | None, Optional] = None
     api_key: Annotated[SecretStr | None, Optional] = None
@@ -228,7 +228,8 @@ class Config(_Section):
                if getattr(inbox, key) is not None}
         return LivedeskConfig.model_validate({
             **{key: getattr(self.livedesk, key) for key in type(self.livedesk).model_fields},
-            "webhook_path": f"/livedesk/{name}/webhook", "webhook_secret": None, **own})
+            "webhook_path": f"/livedesk/{name}/webhook", "webhook_secret": None,
+            "allow_unsigned_webhooks": False, **own})
 
     def inbox_of(self, source: SourceSettings) -> str:
         """The name of the inbox ``source`` delivers to."""

@@ -195,10 +195,24 @@ def test_two_inboxes_on_one_webhook_path_are_refused(tmp_path: Path) -> None:
 
 
 def test_an_inbox_takes_the_default_settings_it_does_not_set(tmp_path: Path) -> None:
-    config = build_config({"livedesk": {**REAL, "timeout": 3, "webhook_secret": "w"},
+    config = build_config({"livedesk": {**REAL, "timeout": 3, "webhook_secret": "w",
+                                        "allow_unsigned_webhooks": True},
                            "inboxes": {"jp": {"inbox_id": 408}}}, tmp_path)
     jp = config.inbox("jp")
     assert (jp.base_url, jp.inbox_id, jp.timeout) == ("https://ld.example", 408, 3)
     assert jp.api_key is not None and jp.api_key.get_secret_value() == "k"
     assert jp.webhook_path == "/livedesk/jp/webhook"
-    assert jp.webhook_secret is None  # a webhook secret is never another inbox's
+    # How its webhook is verified is never another inbox's.
+    assert jp.webhook_secret is None and not jp.allow_unsigned_webhooks
+
+
+async def test_an_inbox_without_a_webhook_secret_takes_no_replies(
+        make_bridge: Any, echo: Any, aiohttp_server: Any) -> None:
+    home, home_url = await account(aiohttp_server, "home-key", 407)
+    bridge = await make_bridge({
+        "livedesk": livedesk(home_url, "home-key", 407, "home-hook-secret"),
+        "inboxes": {"jp": {"inbox_id": 408}}, "sources": SOURCES}, plugins=[echo], emulator=home)
+    event = {"event": "message_created", "id": 1, "content": "x", "message_type": "outgoing",
+             "conversation": {"id": 1}}
+    assert (await bridge.client.post("/livedesk/jp/webhook", json=event)).status == 404
+    assert (await bridge.client.post("/livedesk/webhook", json=event)).status == 401
