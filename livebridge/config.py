@@ -112,6 +112,8 @@ class LivedeskConfig(_Section):
 
 #: The name of the top-level ``livedesk:`` inbox, for ``livedesk_inbox`` and ``check``.
 DEFAULT_INBOX = "default"
+#: What an inbox may be named (it makes its route's name and its webhook's path).
+_INBOX_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class InboxConfig(_Section):
@@ -514,6 +516,9 @@ def _inbox_problems(config: Config) -> list[str]:
         if name == DEFAULT_INBOX:
             problems.append(f"{loc}: the top-level livedesk section is the inbox named "
                             f"{DEFAULT_INBOX!r}; give this one another name")
+            continue
+        if not _INBOX_NAME.fullmatch(name):
+            problems.append(f"{loc}: name inboxes with letters, digits, '-' and '_' only")
             continue
         try:
             resolved = config.inbox(name)

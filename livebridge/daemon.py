@@ -83,8 +83,7 @@ class Inbox:
             return f"{self.inbox_id} at the built-in emulator"
         return f"{self.inbox_id} at {self.url}"
 
-    def client(self, http: aiohttp.ClientSession, metrics: Metrics,
-               limiter: RateLimiter) -> LivedeskClient:
+    def client(self, http: aiohttp.ClientSession, limiter: RateLimiter) -> LivedeskClient:
         """A client of this inbox's Livedesk, with its key pair, calling at ``limiter``'s rate."""
         if self.emulator is not None:
             key, secret, _ = EMULATOR_CREDENTIALS
@@ -93,7 +92,7 @@ class Inbox:
             key = self.config.api_key.get_secret_value()
             secret = self.config.api_secret.get_secret_value()
         return LivedeskClient(http, self.url, key, secret, timeout=self.config.timeout,
-                              metrics=metrics, limiter=limiter)
+                              metrics=self.metrics, limiter=limiter)
 
     async def thread_of(self, conversation_id: int) -> dict[str, Any] | None:
         """The source thread recorded for a conversation of this inbox."""
@@ -246,7 +245,7 @@ class Daemon(Bridge):
                 # Each inbox has its own rate and breaker: one account's trouble holds no other.
                 limiter = RateLimiter(delivery.rate_limit, delivery.rate_burst)
                 assert inbox.inbox_id is not None
-                inbox.sink = LivedeskSink(inbox.client(self.http, self.metrics, limiter),
+                inbox.sink = LivedeskSink(inbox.client(self.http, limiter),
                                           self.store, inbox.inbox_id, self.notify,
                                           settle=2 * inbox.config.timeout, sources=self.sources)
                 routes.append(LivedeskRoute(inbox.sink, self._flow(delivery.concurrency,

@@ -179,6 +179,8 @@ def test_an_unknown_inbox_name_is_refused_with_a_suggestion() -> None:
      "inboxes.jp: base_url is set, so api_key, api_secret must be set too"),
     ({"inboxes": {"default": {}}}, "inboxes.default: the top-level livedesk section is the "
                                    "inbox named 'default'; give this one another name"),
+    ({"inboxes": {"j p/x": {}}},
+     "inboxes.j p/x: name inboxes with letters, digits, '-' and '_' only"),
     ({"inboxes": {"jp": {"inbox_idd": 4}}}, "inboxes.jp.inbox_idd: unknown key; did you mean "
                                             "inbox_id?"),
 ])
