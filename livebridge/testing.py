@@ -74,10 +74,10 @@ class BridgeHarness:
                  emulators: Mapping[str, Emulator] | None = None) -> None:
         self.client = client
         self.emulator = emulator
+        started = {name: inbox.emulator for name, inbox in self.daemon.inboxes.items()
+                   if inbox.emulator is not None}
         #: The emulator behind each inbox, by name (``default``: ``emulator``).
-        self.emulators = {DEFAULT_INBOX: emulator, **{
-            name: inbox.emulator for name, inbox in self.daemon.inboxes.items()
-            if inbox.emulator is not None and name != DEFAULT_INBOX}, **(emulators or {})}
+        self.emulators = {**started, DEFAULT_INBOX: emulator, **(emulators or {})}
 
     @property
     def daemon(self) -> Daemon:
