@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from livebridge.config import Config
+from livebridge.config import DEFAULT_INBOX, Config
 from livebridge.daemon import Daemon
 from livebridge.exceptions import ConfigError
 from livebridge.forms import BODY_TIMEOUT
@@ -57,9 +57,11 @@ async def _index(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     links = [f"<li>{s.type_name}: <code>{s.settings.path or ''}</code></li>"
              for s in daemon.sources.values()]
-    if daemon.emulated:
-        links.append('<li><a href="emulator/">Livedesk emulator</a> (nothing reaches the real '
-                     "Livedesk)</li>")
+    for inbox in daemon.inboxes.values():
+        if inbox.emulator is not None:
+            which = "" if inbox.name == DEFAULT_INBOX else f" (inbox {inbox.name})"
+            links.append(f'<li><a href="{inbox.emulator_page[1:]}">Livedesk emulator</a>{which}'
+                         " (nothing reaches the real Livedesk)</li>")
     html = ("<!doctype html><html lang=en><meta charset=utf-8><title>livebridge</title>"
             f"<h1>livebridge</h1><ul>{''.join(links)}</ul>"
             '<p><a href="healthz">healthz</a> · <a href="readyz">readyz</a> · '
@@ -104,6 +106,7 @@ def create_app(config: Config, pm: pluggy.PluginManager) -> web.Application:
                     f"{route.path}; give one of them another path"])
             owners[key] = repr(source.name)
         app.router.add_routes(routes)
-    if daemon.emulator is not None:
-        app.add_subapp("/emulator/", daemon.emulator.app())
+    for inbox in daemon.inboxes.values():
+        if inbox.emulator is not None:
+            app.add_subapp(inbox.emulator_page, inbox.emulator.app())
     return app

@@ -77,6 +77,12 @@ class Inbox:
         self.url = config.base_url or ""
         self.sink: LivedeskSink | None = None
 
+    @property
+    def emulator_page(self) -> str:
+        """Where the daemon serves its emulator's page: ``/emulator/`` for the default inbox,
+        ``/emulator-<name>/`` for another."""
+        return "/emulator/" if self.name == DEFAULT_INBOX else f"/emulator-{self.name}/"
+
     def describe(self) -> str:
         """``408 at https://...``: which inbox of which Livedesk (for ``check``)."""
         if self.emulator is not None:
@@ -241,7 +247,7 @@ class Daemon(Bridge):
                 if inbox.emulator is not None:
                     inbox.url = await self._serve_emulator(inbox.emulator, stack)
                     log.warning(EMULATED_WARNING, inbox=inbox.name, emulator_api=inbox.url,
-                                emulator_page="/emulator/")
+                                emulator_page=inbox.emulator_page)
                 # Each inbox has its own rate and breaker: one account's trouble holds no other.
                 limiter = RateLimiter(delivery.rate_limit, delivery.rate_burst)
                 assert inbox.inbox_id is not None

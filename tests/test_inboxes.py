@@ -78,6 +78,10 @@ async def test_two_sources_reach_two_accounts_inboxes_and_replies_come_back_thro
 async def test_each_inbox_webhook_takes_only_its_own_secret(
         make_bridge: Any, echo: Any, echo_post: Post) -> None:
     bridge = await make_bridge({"inboxes": {"jp": {}}, "sources": SOURCES}, plugins=[echo])
+    index = await (await bridge.client.get("/")).text()
+    assert 'href="emulator/"' in index and 'href="emulator-jp/"' in index
+    page = await bridge.client.get("/emulator-jp/")  # each emulated inbox's page
+    assert page.status == 200 and "Livedesk emulator" in await page.text()
     await bridge.client.post("/chat", json=echo_post(1))
     await bridge.wait_for(lambda: len(bridge.emulators["jp"].state.messages) == 1)
     chat = await bridge.conversation_of("chat", "t1")
