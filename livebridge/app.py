@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from livebridge.config import Config
+from livebridge.config import DEFAULT_INBOX, Config
 from livebridge.daemon import Daemon
 from livebridge.exceptions import ConfigError
 from livebridge.forms import BODY_TIMEOUT
@@ -57,9 +57,11 @@ async def _index(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     links = [f"<li>{s.type_name}: <code>{s.settings.path or ''}</code></li>"
              for s in daemon.sources.values()]
-    if daemon.emulated:
-        links.append('<li><a href="emulator/">Livedesk emulator</a> (nothing reaches the real '
-                     "Livedesk)</li>")
+    for inbox in daemon.inboxes.values():
+        if inbox.emulator is not None:
+            which = "" if inbox.name == DEFAULT_INBOX else f" (inbox {inbox.name})"
+            links.append(f'<li><a href="{inbox.emulator_page[1:]}">Livedesk emulator</a>{which}'
+                         " (nothing reaches the real Livedesk)</li>")
     html = ("<!doctype html><html lang=en><meta charset=utf-8><title>livebridge</title>"
             f"<h1>livebridge</h1><ul>{''.join(links)}</ul>"
             '<p><a href="healthz">healthz</a> · <a href="readyz">readyz</a> · '
@@ -79,13 +81,21 @@ def create_app(config: Config, pm: pluggy.PluginManager) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    ld = config.livedesk
-    if daemon.replies.secret is not None or ld.allow_unsigned_webhooks:
-        app.router.add_post(ld.webhook_path, daemon.replies.handle_webhook)
-    else:
-        log.warning("agent replies are OFF: set LIVEDESK_WEBHOOK_SECRET (the channel's webhook "
-                    "secret), or livedesk.allow_unsigned_webhooks: true behind a trusted proxy")
-    owners: dict[tuple[str, str], str] = {("POST", ld.webhook_path): "the Livedesk webhook"}
+    owners: dict[tuple[str, str], str] = {}
+    for inbox in daemon.inboxes.values():  # each inbox's replies come by its own webhook
+        ld = inbox.config
+        key = ("POST", ld.webhook_path)
+        if key in owners:
+            raise ConfigError(config.path, [
+                f"inboxes: {owners[key]} and inbox {inbox.name!r} both take their webhook at "
+                f"{ld.webhook_path}; give each inbox its own webhook_path"])
+        owners[key] = f"inbox {inbox.name!r}"
+        if inbox.replies.secret is not None or ld.allow_unsigned_webhooks:
+            app.router.add_post(ld.webhook_path, inbox.replies.handle_webhook)
+        else:
+            log.warning("agent replies are OFF: set the inbox's webhook_secret (the channel's "
+                        "webhook secret), or allow_unsigned_webhooks: true behind a trusted "
+                        "proxy", inbox=inbox.name)
     for source in daemon.sources.values():
         routes = source.routes()
         for route in routes:
@@ -96,6 +106,7 @@ def create_app(config: Config, pm: pluggy.PluginManager) -> web.Application:
                     f"{route.path}; give one of them another path"])
             owners[key] = repr(source.name)
         app.router.add_routes(routes)
-    if daemon.emulator is not None:
-        app.add_subapp("/emulator/", daemon.emulator.app())
+    for inbox in daemon.inboxes.values():
+        if inbox.emulator is not None:
+            app.add_subapp(inbox.emulator_page, inbox.emulator.app())
     return app

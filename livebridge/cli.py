@@ -43,14 +43,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.server.port = args.port
     configure_logging(config.logging.level, config.logging.format, config.secrets())
     app = create_app(config, pm)
-    emulator = app[DAEMON].emulator
-    if emulator is not None:  # agent replies typed on the emulator's page come back to us
-        host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
-        emulator.webhook_url = f"http://{host}:{config.server.port}{config.livedesk.webhook_path}"
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
     daemon = app[DAEMON]
+    for inbox in daemon.inboxes.values():
+        if inbox.emulator is not None:  # agent replies typed on its page come back to us
+            inbox.emulator.webhook_url = (f"http://{host}:{config.server.port}"
+                                          f"{inbox.config.webhook_path}")
     paths = [s.settings.path for s in daemon.sources.values() if s.settings.path]
+    pages = [i.emulator_page for i in daemon.inboxes.values() if i.emulator is not None]
     serve(app, config.server, shutdown_timeout=config.delivery.shutdown_timeout + 5,
-          paths=paths + (["/emulator/"] if daemon.emulated else []))
+          paths=paths + pages)
     return 0
 
 
@@ -58,10 +60,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate the config and print it as the daemon would use it, secrets masked."""
     config, pm = _load(args.config)
     configure_logging(config.logging.level, config.logging.format, config.secrets())
-    create_app(config, pm)  # the checks ``run`` makes (routes, sources), nothing started
+    daemon = create_app(config, pm)[DAEMON]  # the checks ``run`` makes, nothing started
     data = config.masked()
     print(f"# {config.path}: OK" + ("  (Livedesk: built-in emulator)"
                                     if config.livedesk.emulated else ""))
+    for source in daemon.sources.values():  # which source goes to which inbox
+        inbox = daemon.inbox_of(source)
+        print(f"# {source.name} → inbox {inbox.name} ({inbox.describe()})")
     print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
     return 0
 

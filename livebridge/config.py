@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import yaml
@@ -32,7 +32,7 @@ from livebridge.source import Duration
 if TYPE_CHECKING:
     from livebridge.source import Source, SourceSettings
 
-__all__ = ["Config", "load_config", "load_store_config"]
+__all__ = ["DEFAULT_INBOX", "Config", "InboxConfig", "load_config", "load_store_config"]
 
 _M = TypeVar("_M", bound=BaseModel)
 #: Which ``${VAR}``s (set in the environment) made the value at each key path.
@@ -112,6 +112,28 @@ class LivedeskConfig(_Section):
         return not self.base_url
 
 
+#: The name of the top-level ``livedesk:`` inbox, for ``livedesk_inbox`` and ``check``.
+DEFAULT_INBOX = "default"
+#: What an inbox may be named (it makes its route's name and its webhook's path).
+_INBOX_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class InboxConfig(_Section):
+    """One more Livedesk inbox (``inboxes: {name: ...}``): the keys it sets replace the
+    top-level ``livedesk:`` ones; its webhook (path, secret, unsigned or not) is its own."""
+
+    base_url: Annotated[str | None, Optional] = None
+    api_key: Annotated[SecretStr | None, Optional] = None
+    api_secret: Annotated[SecretStr | None, Optional] = None
+    inbox_id: Annotated[int | None, Optional] = None
+    timeout: Duration | None = None
+    webhook_path: str | None = None
+    webhook_secret: Annotated[SecretStr | None, Optional] = None
+    webhook_max_age: Duration | None = None
+    allow_unsigned_webhooks: bool | None = None
+    forward_templates: bool | None = None
+
+
 class StoreConfig(_Section):
     """The durable store: ``sqlite:///path.db`` or ``redis://host:port/db``."""
 
@@ -188,6 +210,8 @@ class Config(_Section):
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     livedesk: LivedeskConfig = Field(default_factory=LivedeskConfig)
+    #: More Livedesk inboxes, by name; a source names one with ``livedesk_inbox``.
+    inboxes: dict[str, InboxConfig] = Field(default_factory=dict)
     store: StoreConfig = Field(default_factory=StoreConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -202,6 +226,22 @@ class Config(_Section):
         if "max_connections" not in self.store.model_fields_set:
             self.store.max_connections = self.delivery.concurrency + _STORE_HEADROOM
         return self
+
+    def inbox(self, name: str) -> LivedeskConfig:
+        """The settings of inbox ``name`` (``default``: the ``livedesk:`` section)."""
+        if name == DEFAULT_INBOX:
+            return self.livedesk
+        inbox = self.inboxes[name]
+        own = {key: getattr(inbox, key) for key in type(inbox).model_fields
+               if getattr(inbox, key) is not None}
+        return LivedeskConfig.model_validate({
+            **{key: getattr(self.livedesk, key) for key in type(self.livedesk).model_fields},
+            "webhook_path": f"/livedesk/{name}/webhook", "webhook_secret": None,
+            "allow_unsigned_webhooks": False, **own})
+
+    def inbox_of(self, source: SourceSettings) -> str:
+        """The name of the inbox ``source`` delivers to."""
+        return source.livedesk_inbox or DEFAULT_INBOX
 
     def secrets(self) -> list[str]:
         """Every secret value in the config (to mask in logs and output)."""
@@ -348,9 +388,15 @@ def _keys(classes: list[Any]) -> dict[str, FieldInfo]:
 def _classes_at(model: type[BaseModel], parts: tuple[int | str, ...]) -> list[Any]:
     """The classes the value at key path ``parts`` below ``model`` may be (none if unknown)."""
     classes: list[Any] = [model]
+    named = False  # the part is a name in a mapping of sections (``inboxes.jp``)
     for part in parts:
+        if named:
+            named = False
+            continue
         field = _keys(classes).get(part) if isinstance(part, str) else None
-        classes = list(_types_in(field.annotation)) if field else []
+        annotation = field.annotation if field else None
+        named = get_origin(annotation) is dict
+        classes = list(_types_in(get_args(annotation)[-1] if named else annotation))
     return classes
 
 
@@ -454,13 +500,58 @@ def parse_config(
                 if _switched_off(entry)) if isinstance(entries, list) else ()
     problems = [p for p in problems if not p.startswith(off)]  # their ${VAR}s may be unset
     config = _validate(Config, {**data, "sources": []}, "", problems, origins)
-    sources = _parse_sources(data.get("sources") or [], source_types, problems, origins)
+    sources = _parse_sources(data.get("sources") or [], source_types, problems, origins,
+                             data.get("inboxes"))
+    if config is not None:
+        problems += _inbox_problems(config)
     if problems or config is None:
         raise ConfigError(where, problems)
     config.sources = sources
     config.path = where
     _beside(config.store, where)
     return config
+
+
+def _inbox_problems(config: Config) -> list[str]:
+    """What is wrong with the ``inboxes:``: each must resolve, be real or emulated like the
+    default, and be named once."""
+    problems = []
+    seen: dict[int | None, str] = {config.livedesk.inbox_id: DEFAULT_INBOX}
+    for name, inbox in config.inboxes.items():
+        loc = f"inboxes.{name}"
+        if name == DEFAULT_INBOX:
+            problems.append(f"{loc}: the top-level livedesk section is the inbox named "
+                            f"{DEFAULT_INBOX!r}; give this one another name")
+            continue
+        if not _INBOX_NAME.fullmatch(name):
+            problems.append(f"{loc}: name inboxes with letters, digits, '-' and '_' only")
+            continue
+        try:
+            resolved = config.inbox(name)
+        except ValidationError as exc:
+            problems += [f"{loc}: {e['msg'].removeprefix('Value error, ')}"
+                         for e in exc.errors(include_url=False)]
+            continue
+        if resolved.emulated != config.livedesk.emulated:
+            problems.append(f"{loc}.base_url: set livedesk.base_url too (inboxes are all real "
+                            "Livedesk, or all the built-in emulator)")
+        elif not resolved.emulated and inbox.inbox_id is None:
+            problems.append(f"{loc}.inbox_id: required (this inbox's API channel id)")
+        if inbox.inbox_id is not None and inbox.inbox_id in seen:
+            problems.append(f"{loc}.inbox_id: {inbox.inbox_id} is inbox "
+                            f"{seen[inbox.inbox_id]!r} too; name each inbox once")
+        seen.setdefault(inbox.inbox_id, name)
+    return problems
+
+
+def _unknown_inbox(wanted: str | None, inboxes: Any) -> str | None:
+    """Why a source's ``livedesk_inbox`` names no inbox of ``inboxes`` (the raw section)."""
+    names = [DEFAULT_INBOX, *(inboxes if isinstance(inboxes, dict) else {})]
+    if wanted is None or wanted in names:
+        return None
+    close = difflib.get_close_matches(wanted, names, n=1)
+    hint = f"did you mean {close[0]}?" if close else "check the spelling"
+    return f"unknown inbox {wanted!r}; {hint} (inboxes: {', '.join(names)})"
 
 
 def _beside(store: StoreConfig, where: str) -> None:
@@ -483,7 +574,7 @@ def _switched_off(entry: Any) -> bool:
 
 def _parse_sources(
     entries: Any, source_types: Mapping[str, type[Source]], problems: list[str],
-    origins: _Origins,
+    origins: _Origins, inboxes: Any = None,
 ) -> list[SourceSettings]:
     if not isinstance(entries, list):
         problems.append("sources: expected a list of source entries")
@@ -513,6 +604,9 @@ def _parse_sources(
         if item is None:
             continue
         item.name = item.name or item.type
+        unknown = _unknown_inbox(item.livedesk_inbox, inboxes)
+        if unknown:
+            problems.append(f"{loc}.livedesk_inbox: {unknown}")
         if item.name in names:
             problems.append(
                 f"{loc}.name: {item.name!r} is already used by sources[{names[item.name]}]; "

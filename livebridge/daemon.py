@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ import pluggy
 import structlog
 from aiohttp import web
 
-from livebridge.config import Config
+from livebridge.config import DEFAULT_INBOX, Config, LivedeskConfig
 from livebridge.demo import Demo
 from livebridge.exceptions import Overloaded, ReplyNotSupported
 from livebridge.livedesk.client import LivedeskClient
@@ -35,7 +36,7 @@ from livebridge.replies import ReplyReceiver, ReplyRoute, reply_route
 from livebridge.source import AcceptResult, Bridge, PluginState, Source
 from livebridge.store import create_store
 
-__all__ = ["EMULATED_WARNING", "Daemon"]
+__all__ = ["EMULATED_WARNING", "Daemon", "Inbox"]
 
 log = structlog.get_logger("livebridge")
 
@@ -49,36 +50,93 @@ EMULATED_WARNING = (
 )
 
 
+class Inbox:
+    """One Livedesk inbox of the daemon: its settings, webhook receiver (the ``ReplyHost``
+    of its replies), inbound route name and, in emulated mode, its emulator; its client and
+    sink are made at start, each with the inbox's own API key pair."""
+
+    def __init__(self, daemon: Daemon, name: str, config: LivedeskConfig,
+                 emulator_id: int) -> None:
+        self.daemon = daemon
+        self.metrics = daemon.metrics
+        self.name = name
+        self.config = config
+        #: The inbound route's name (the default inbox's is the original ``livedesk``).
+        self.route = ROUTE if name == DEFAULT_INBOX else f"{ROUTE}:{name}"
+        self.inbox_id = config.inbox_id
+        secret = config.webhook_secret.get_secret_value() if config.webhook_secret else None
+        self.emulator: Emulator | None = None
+        if config.emulated:
+            # Demo mode: the embedded emulator signs its webhooks with a secret made now, so
+            # the webhook path takes nothing unsigned even when none is configured.
+            secret = secret or secrets.token_hex(32)
+            key, api_secret, _ = EMULATOR_CREDENTIALS
+            self.inbox_id = emulator_id
+            self.emulator = Emulator(api_key=key, api_secret=api_secret, inbox_id=emulator_id,
+                                     webhook_secret=secret)
+        self.replies = ReplyReceiver(self, secret, config.webhook_max_age,
+                                     forward_templates=config.forward_templates)
+        self.url = config.base_url or ""
+        self.sink: LivedeskSink | None = None
+
+    @property
+    def emulator_page(self) -> str:
+        """Where the daemon serves its emulator's page: ``/emulator/`` for the default inbox,
+        ``/emulator-<name>/`` for another."""
+        return "/emulator/" if self.name == DEFAULT_INBOX else f"/emulator-{self.name}/"
+
+    def describe(self) -> str:
+        """``408 at https://...``: which inbox of which Livedesk (for ``check``)."""
+        if self.emulator is not None:
+            return f"{self.inbox_id} at the built-in emulator"
+        return f"{self.inbox_id} at {self.url}"
+
+    def client(self, http: aiohttp.ClientSession, limiter: RateLimiter) -> LivedeskClient:
+        """A client of this inbox's Livedesk, with its key pair, calling at ``limiter``'s rate."""
+        if self.emulator is not None:
+            key, secret, _ = EMULATOR_CREDENTIALS
+        else:
+            assert self.config.api_key is not None and self.config.api_secret is not None
+            key = self.config.api_key.get_secret_value()
+            secret = self.config.api_secret.get_secret_value()
+        return LivedeskClient(http, self.url, key, secret, timeout=self.config.timeout,
+                              metrics=self.metrics, limiter=limiter)
+
+    async def thread_of(self, conversation_id: int) -> dict[str, Any] | None:
+        """The source thread recorded for a conversation of this inbox."""
+        assert self.sink is not None
+        return await self.sink.thread_of(conversation_id)
+
+    async def queue_reply(self, reply: OutboundReply) -> bool | None:
+        """Store an agent reply (``Daemon.queue_reply``)."""
+        return await self.daemon.queue_reply(reply)
+
+
 class Daemon(Bridge):
-    """The running bridge: store, Livedesk sink, routes, dispatcher and sources."""
+    """The running bridge: store, Livedesk inboxes (sinks), routes, dispatcher and sources."""
 
     def __init__(self, config: Config, pm: pluggy.PluginManager) -> None:
         self.config = config
         self.pm = pm
         self.metrics = Metrics()
-        ld = config.livedesk
-        self.emulated = ld.emulated
+        self.emulated = config.livedesk.emulated
         types = collect_source_types(pm)
         self.sources: dict[str, Source] = {
             s.name: types[s.type](s, self) for s in config.sources
         }
         self.store = create_store(config.store)
-        secret = ld.webhook_secret.get_secret_value() if ld.webhook_secret else None
-        self.emulator: Emulator | None = None
-        #: Demo mode's mail catcher (without ``smtp:``) and reply states, on the emulator page.
+        # Emulated inboxes are numbered in order: the default is inbox 1, as before.
+        self.inboxes = {name: Inbox(self, name, config.inbox(name), EMULATOR_CREDENTIALS[2] + i)
+                        for i, name in enumerate([DEFAULT_INBOX, *config.inboxes])}
+        default = self.inboxes[DEFAULT_INBOX]
+        #: The default inbox's emulator, webhook receiver and Livedesk URL.
+        self.emulator = default.emulator
+        self.replies = default.replies
+        #: Demo mode's mail catcher (without ``smtp:``) and reply states, on the default
+        #: inbox's emulator page.
         self.demo: Demo | None = None
-        if self.emulated:
-            # Demo mode: the embedded emulator signs its webhooks with a secret made now, so
-            # the webhook path takes nothing unsigned even when none is configured.
-            secret = secret or secrets.token_hex(32)
-            key, api_secret, inbox = EMULATOR_CREDENTIALS
-            self.emulator = Emulator(api_key=key, api_secret=api_secret, inbox_id=inbox,
-                                     webhook_secret=secret)
+        if self.emulator is not None:
             self.emulator.view = self.demo = Demo(self.store, catch_mail=config.smtp is None)
-        self.replies = ReplyReceiver(self, secret, ld.webhook_max_age,
-                                     forward_templates=ld.forward_templates)
-        self.livedesk_url = ld.base_url or ""
-        self.sink: LivedeskSink | None = None
         self.routes: dict[str, Route] = {}
         self.dispatcher: Dispatcher | None = None
         self.mailer: Mailer | None = Mailer(config.smtp) if config.smtp is not None else (
@@ -99,7 +157,7 @@ class Daemon(Bridge):
             return AcceptResult.DROPPED
         stored = await self._enqueue(
             "inbound", source.name, kept.event_id, f"{source.name}\x1f{kept.thread_key}",
-            kept.model_dump_json(), ROUTE, self.config.delivery.max_outbox)
+            kept.model_dump_json(), self.inbox_of(source).route, self.config.delivery.max_outbox)
         if not stored:
             self.metrics.labels(self.metrics.deduplicated, source.name).inc()
             return AcceptResult.DUPLICATE
@@ -126,12 +184,29 @@ class Daemon(Bridge):
         return await self.store.seen(source.name, event_id)
 
     async def conversation_of(self, source: Source, thread_key: str) -> int | None:
-        assert self.sink is not None
-        return await self.sink.mapped("conversation", source.name, thread_key)
+        return await self._sink_of(source).mapped("conversation", source.name, thread_key)
 
     async def livedesk_message_of(self, source: Source, message_ref: str) -> int | None:
-        assert self.sink is not None
-        return await self.sink.mapped("message", source.name, message_ref)
+        return await self._sink_of(source).mapped("message", source.name, message_ref)
+
+    def inbox_of(self, source: Source) -> Inbox:
+        """The inbox ``source``'s messages go to."""
+        return self.inboxes[self.config.inbox_of(source.settings)]
+
+    def _sink_of(self, source: Source) -> LivedeskSink:
+        sink = self.inbox_of(source).sink
+        assert sink is not None
+        return sink
+
+    @property
+    def sink(self) -> LivedeskSink | None:
+        """The default inbox's sink (None until started)."""
+        return self.inboxes[DEFAULT_INBOX].sink
+
+    @property
+    def livedesk_url(self) -> str:
+        """The default inbox's Livedesk API URL (the emulator's once started)."""
+        return self.inboxes[DEFAULT_INBOX].url
 
     def state(self, source: Source) -> PluginState:
         return PluginState(self.store, source.name)
@@ -139,12 +214,7 @@ class Daemon(Bridge):
     def lock(self, source: Source, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self.store.lock(f"plugin:{source.name}:{name}")
 
-    # --- ReplyHost (what the webhook receiver uses) ---------------------------------------
-
-    async def thread_of(self, conversation_id: int) -> dict[str, Any] | None:
-        """The source thread recorded for a Livedesk conversation."""
-        assert self.sink is not None
-        return await self.sink.thread_of(conversation_id)
+    # --- what each inbox's webhook receiver uses --------------------------------------------
 
     async def queue_reply(self, reply: OutboundReply) -> bool | None:
         """Run the reply hooks and store the reply, up to ``delivery.max_reply_outbox``;
@@ -175,34 +245,39 @@ class Daemon(Bridge):
             await self.store.release_all()
             # aiohttp's default of 100 connections would cap the routes' concurrency: every
             # delivery worker can hold one, with headroom for the session's other callers.
-            workers = delivery.concurrency + delivery.reply_concurrency * len(self.sources)
+            workers = (delivery.concurrency * len(self.inboxes)
+                       + delivery.reply_concurrency * len(self.sources))
             self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
                 limit=workers + _CONNECTION_HEADROOM))
             stack.push_async_callback(self.http.close)
-            if self.emulator is not None:
-                # its data lives with the store's, so the ids the store maps stay true
-                await stack.enter_async_context(self.emulator.persisted(
-                    lambda: self.store.kv_get("emulator", "snapshot"),
-                    lambda snapshot: self.store.kv_set("emulator", "snapshot", snapshot)))
-                assert self.demo is not None  # made with the emulator
+            routes: list[Route] = []
+            for inbox in self.inboxes.values():
+                if inbox.emulator is not None:
+                    # its data lives with the store's, so the ids the store maps stay true
+                    key = "snapshot" if inbox.name == DEFAULT_INBOX else f"snapshot:{inbox.name}"
+                    await stack.enter_async_context(inbox.emulator.persisted(
+                        functools.partial(self.store.kv_get, "emulator", key),
+                        functools.partial(self.store.kv_set, "emulator", key)))
+                    inbox.url = await self._serve_emulator(inbox.emulator, stack)
+                    log.warning(EMULATED_WARNING, inbox=inbox.name, emulator_api=inbox.url,
+                                emulator_page=inbox.emulator_page)
+                # Each inbox has its own rate and breaker: one account's trouble holds no other.
+                limiter = RateLimiter(delivery.rate_limit, delivery.rate_burst)
+                assert inbox.inbox_id is not None
+                inbox.sink = LivedeskSink(inbox.client(self.http, limiter),
+                                          self.store, inbox.inbox_id, self.notify,
+                                          settle=2 * inbox.config.timeout, sources=self.sources)
+                routes.append(LivedeskRoute(inbox.sink, self._flow(delivery.concurrency,
+                                                                   limiter), inbox.route))
+            if self.demo is not None:
                 await self.demo.load()
-                self.livedesk_url = await self._serve_emulator(stack)
-                log.warning(EMULATED_WARNING, emulator_api=self.livedesk_url,
-                            emulator_page="/emulator/")
             if self.mailer is None:
                 log.warning("no smtp: host configured (SMTP_HOST in the shipped bridge.yaml): "
                             "agent replies to email and web-form customers cannot be sent")
-            limiter = RateLimiter(delivery.rate_limit, delivery.rate_burst)
-            self.sink = LivedeskSink(self._client(limiter), self.store, self._inbox_id(),
-                                     self.notify, settle=2 * self.config.livedesk.timeout,
-                                     sources=self.sources)
-            routes: list[Route] = [LivedeskRoute(self.sink, self._flow(
-                delivery.concurrency, limiter))]
-            notes = self.sink.client if self.config.livedesk.note_failed_replies else None
             reply_route = self.demo.reply_route if self.demo is not None else ReplyRoute
             routes += [reply_route(source, self._flow(delivery.reply_concurrency, RateLimiter(
-                delivery.reply_rate_limit, delivery.rate_burst)), self.notify, notes)
-                for source in self.sources.values()]
+                delivery.reply_rate_limit, delivery.rate_burst)), self.notify,
+                self._notes_client(source)) for source in self.sources.values()]
             self.routes = {route.name: route for route in routes}
             await call_each(self.pm.hook.livebridge_startup, bridge=self)
             stack.push_async_callback(self.notify, "livebridge_shutdown", bridge=self)
@@ -216,34 +291,26 @@ class Daemon(Bridge):
             stack.callback(purger.cancel)
             log.info("livebridge started", store=self.store.kind,
                      livedesk="emulator" if self.emulated else self.livedesk_url,
+                     inboxes={name: inbox.describe() for name, inbox in self.inboxes.items()},
                      sources=[dict(s.describe()) for s in self.sources.values()])
             yield
             log.info("livebridge stopping")
+
+    def _notes_client(self, source: Source) -> LivedeskClient | None:
+        """Where a dead-lettered reply of ``source`` leaves its private note: its inbox's
+        client (None when ``livedesk.note_failed_replies`` is off)."""
+        inbox = self.inbox_of(source)
+        if not inbox.config.note_failed_replies or inbox.sink is None:
+            return None
+        return inbox.sink.client
 
     def _flow(self, concurrency: int, limiter: RateLimiter) -> Flow:
         delivery = self.config.delivery
         return Flow(concurrency, Breaker(delivery.breaker_threshold, delivery.probe_interval,
                                          delivery.probe_cap), limiter, delivery.retry_after_cap)
 
-    def _client(self, limiter: RateLimiter) -> LivedeskClient:
-        ld = self.config.livedesk
-        if self.emulated:
-            key, secret, _ = EMULATOR_CREDENTIALS
-        else:
-            assert ld.api_key is not None and ld.api_secret is not None
-            key, secret = ld.api_key.get_secret_value(), ld.api_secret.get_secret_value()
-        return LivedeskClient(self.http, self.livedesk_url, key, secret, timeout=ld.timeout,
-                              metrics=self.metrics, limiter=limiter)
-
-    def _inbox_id(self) -> int:
-        if self.emulated:
-            return EMULATOR_CREDENTIALS[2]
-        assert self.config.livedesk.inbox_id is not None
-        return self.config.livedesk.inbox_id
-
-    async def _serve_emulator(self, stack: contextlib.AsyncExitStack) -> str:
-        assert self.emulator is not None
-        runner = web.AppRunner(self.emulator.app(), access_log=None)
+    async def _serve_emulator(self, emulator: Emulator, stack: contextlib.AsyncExitStack) -> str:
+        runner = web.AppRunner(emulator.app(), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, "127.0.0.1", 0)

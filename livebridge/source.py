@@ -57,6 +57,8 @@ class SourceSettings(BaseModel):
     name: str = ""
     enabled: bool = True
     path: str | None = Field(default=None, description="URL path the source is mounted at")
+    #: The ``inboxes:`` entry its messages go to; unset: the top-level ``livedesk:`` inbox.
+    livedesk_inbox: str | None = None
 
 
 class AcceptResult(enum.Enum):

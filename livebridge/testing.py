@@ -38,7 +38,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from livebridge.app import DAEMON, create_app
-from livebridge.config import Config, ServerConfig, parse_config
+from livebridge.config import DEFAULT_INBOX, Config, ServerConfig, parse_config
 from livebridge.daemon import Daemon
 from livebridge.livedesk.emulator import Emulator
 from livebridge.plugins import collect_source_types, get_plugin_manager
@@ -70,9 +70,14 @@ def build_config(raw: Mapping[str, Any], tmp_path: Path, plugins: Iterable[objec
 class BridgeHarness:
     """A running daemon on a real socket, with its emulator and a client."""
 
-    def __init__(self, client: TestClient[Any, Any], emulator: Emulator) -> None:
+    def __init__(self, client: TestClient[Any, Any], emulator: Emulator,
+                 emulators: Mapping[str, Emulator] | None = None) -> None:
         self.client = client
         self.emulator = emulator
+        started = {name: inbox.emulator for name, inbox in self.daemon.inboxes.items()
+                   if inbox.emulator is not None}
+        #: The emulator behind each inbox, by name (``default``: ``emulator``).
+        self.emulators = {**started, DEFAULT_INBOX: emulator, **(emulators or {})}
 
     @property
     def daemon(self) -> Daemon:
@@ -82,12 +87,13 @@ class BridgeHarness:
         daemon: Daemon = app[DAEMON]
         return daemon
 
-    async def post_webhook(self, event: Any, path: str = "/livedesk/webhook") -> ClientResponse:
+    async def post_webhook(self, event: Any, path: str = "/livedesk/webhook", *,
+                           inbox: str = DEFAULT_INBOX) -> ClientResponse:
         """Post a Livedesk webhook ``event`` (JSON-encoded unless bytes), signed as Livedesk
-        signs it with the daemon's webhook secret (in emulated mode, the one made at start)."""
+        signs it with ``inbox``'s webhook secret (in emulated mode, the one made at start)."""
         raw = event if isinstance(event, bytes) else json.dumps(event).encode()
         headers = {"Content-Type": "application/json"}
-        secret = self.daemon.replies.secret
+        secret = self.daemon.inboxes[inbox].replies.secret
         if secret is not None:
             stamp = str(int(time.time()))
             headers |= {"X-Chatwoot-Timestamp": stamp,
@@ -108,13 +114,17 @@ class BridgeHarness:
                                  "yet: wait_for its first message to be delivered")
         return conversation
 
-    async def agent_reply(self, conversation_id: int, text: str) -> dict[str, Any]:
-        """Play an agent answering in Livedesk: the emulator posts the message and sends its
-        webhook, signed with the daemon's webhook secret, to this daemon. Returns the
-        emulator's message; wait for its effect (e.g. the source's reply) with ``wait_for``."""
-        self.emulator.webhook_url = self.url(self.daemon.config.livedesk.webhook_path)
-        self.emulator.webhook_secret = self.daemon.replies.secret
-        message: dict[str, Any] = await self.emulator.agent_reply(conversation_id, text)
+    async def agent_reply(self, conversation_id: int, text: str, *,
+                          inbox: str = DEFAULT_INBOX) -> dict[str, Any]:
+        """Play an agent answering in Livedesk (in ``inbox``): its emulator posts the message
+        and sends its webhook, signed with the inbox's webhook secret, to this daemon. Returns
+        the emulator's message; wait for its effect (e.g. the source's reply) with
+        ``wait_for``."""
+        emulator = self.emulators[inbox]
+        found = self.daemon.inboxes[inbox]
+        emulator.webhook_url = self.url(found.config.webhook_path)
+        emulator.webhook_secret = found.replies.secret
+        message: dict[str, Any] = await emulator.agent_reply(conversation_id, text)
         return message
 
     async def wait_for(self, predicate: Predicate, timeout: float = 10.0) -> None:
@@ -169,8 +179,10 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[B
 
     async def factory(raw: Mapping[str, Any] | None = None, *, plugins: Iterable[object] = (),
                       env: Mapping[str, str] | None = None,
-                      emulator: Emulator | None = None) -> BridgeHarness:
-        """Start a daemon; pass ``emulator`` when ``livedesk.base_url`` points at one."""
+                      emulator: Emulator | None = None,
+                      emulators: Mapping[str, Emulator] | None = None) -> BridgeHarness:
+        """Start a daemon; pass ``emulator`` when ``livedesk.base_url`` points at one, and
+        ``emulators`` (by inbox name) when the ``inboxes:`` entries' ``base_url`` do."""
         plugins = list(plugins)
         config = build_config(raw or {}, tmp_path / f"bridge{len(clients)}", plugins, env)
         app = create_app(config, get_plugin_manager(plugins))
@@ -179,7 +191,7 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[B
         clients.append(client)
         emulator = emulator or app[DAEMON].emulator
         assert emulator is not None, "pass the Emulator that livedesk.base_url points at"
-        return BridgeHarness(client, emulator)
+        return BridgeHarness(client, emulator, emulators)
 
     yield factory
     for client in reversed(clients):

@@ -36,10 +36,11 @@ def translate(exc: LivedeskError) -> Retryable | Permanent:
 
 
 class LivedeskRoute(Route):
-    """Delivers inbound messages to Livedesk; its breaker and rate are Livedesk's."""
+    """Delivers inbound messages to one Livedesk inbox; its breaker and rate are that
+    inbox's (``name``: ``livedesk``, or ``livedesk:<inbox>`` for a named one)."""
 
-    def __init__(self, sink: LivedeskSink, flow: Flow) -> None:
-        super().__init__(ROUTE, flow)
+    def __init__(self, sink: LivedeskSink, flow: Flow, name: str = ROUTE) -> None:
+        super().__init__(name, flow)
         self.sink = sink
 
     async def deliver(self, item: OutboxItem) -> None:
