@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.run import Bench, Check, Report, Table, log, scenario
-from livebridge.store.sqlite import SQLiteStore, enqueue_op
+from livebridge._store.sqlite import SQLiteStore, enqueue_op
 
 __all__ = ["commit"]
 

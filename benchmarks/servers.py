@@ -38,10 +38,10 @@ from aiohttp import web
 from livebridge_slack.fake import FakeSlack
 
 from benchmarks.loadgen import slack_user
-from livebridge.livedesk.client import LivedeskClient
-from livebridge.livedesk.emulator import Emulator, Faults
-from livebridge.logs import configure_logging
-from livebridge.store.sqlite import SQLiteStore
+from livebridge._livedesk.client import LivedeskClient
+from livebridge._livedesk.emulator import Emulator, Faults
+from livebridge._logs import configure_logging
+from livebridge._store.sqlite import SQLiteStore
 
 __all__ = ["API_KEY", "API_SECRET", "INBOX_ID", "SLACK_BOT_TOKEN",
            "bare_app", "emulator_app", "floor_delivery_app", "floor_ingest_app", "seed_app",

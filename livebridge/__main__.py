@@ -2,6 +2,6 @@
 
 import sys
 
-from livebridge.cli import main
+from livebridge._cli import main
 
 sys.exit(main())

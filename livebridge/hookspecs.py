@@ -5,7 +5,7 @@ A plugin is a module or object with functions named like these hooks and decorat
 built-in sources do exactly that). Hooks are called with keyword arguments, so an
 implementation may accept any subset of them.
 
-How hooks are called (``livebridge.plugins``):
+How hooks are called (``livebridge._plugins``):
 
 - **chain** hooks (``livebridge_inbound_message``, ``livebridge_outbound_reply``): each
   implementation in turn, the last registered first, each awaited before the next; it returns

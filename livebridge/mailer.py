@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from livebridge.config import SMTPConfig
+from livebridge._config import SMTPConfig
 from livebridge.exceptions import Permanent, Retryable
 from livebridge.markup import markdown_to_html, markdown_to_text
 from livebridge.model import Attachment

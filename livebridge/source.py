@@ -22,10 +22,10 @@ from livebridge.model import Attachment, InboundMessage, OutboundReply
 if TYPE_CHECKING:
     import aiohttp
 
-    from livebridge.config import Config
+    from livebridge._config import Config
+    from livebridge._store import Store
     from livebridge.mailer import Mailer
     from livebridge.metrics import Metrics
-    from livebridge.store import Store
 
 __all__ = ["AcceptResult", "Bridge", "Duration", "PluginState", "Source", "SourceSettings",
            "parse_duration"]

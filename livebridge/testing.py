@@ -37,13 +37,13 @@ import yaml
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from livebridge.app import DAEMON, create_app
-from livebridge.config import DEFAULT_INBOX, Config, ServerConfig, parse_config
-from livebridge.daemon import Daemon
-from livebridge.livedesk.emulator import Emulator
-from livebridge.plugins import collect_source_types, get_plugin_manager
-from livebridge.replies import sign_webhook
-from livebridge.server import BridgeRunner
+from livebridge._app import DAEMON, create_app
+from livebridge._config import DEFAULT_INBOX, Config, ServerConfig, parse_config
+from livebridge._daemon import Daemon
+from livebridge._livedesk.emulator import Emulator
+from livebridge._plugins import collect_source_types, get_plugin_manager
+from livebridge._replies import sign_webhook
+from livebridge._server import BridgeRunner
 from livebridge.source import Source
 
 __all__ = ["BridgeHarness", "build_config", "make_bridge"]

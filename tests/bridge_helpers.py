@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from livebridge import InboundMessage, hookimpl
-from livebridge.store.base import DeadLetter
+from livebridge._store.base import DeadLetter
 from livebridge.testing import BridgeHarness
 
 

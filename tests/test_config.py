@@ -11,9 +11,9 @@ import pytest
 from pydantic import Field, SecretStr
 
 from livebridge import Source, SourceSettings
-from livebridge.config import Config, load_config, load_store_config, parse_config
+from livebridge._config import Config, load_config, load_store_config, parse_config
+from livebridge._plugins import collect_source_types, get_plugin_manager
 from livebridge.exceptions import ConfigError
-from livebridge.plugins import collect_source_types, get_plugin_manager
 from livebridge.source import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent

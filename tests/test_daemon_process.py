@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import pytest
 
-from livebridge.logs import SecretMasker
+from livebridge._logs import SecretMasker
 from livebridge.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 
 from livebridge import hookimpl
+from livebridge._livedesk.client import parse_retry_after
+from livebridge._livedesk.emulator import Emulator, Faults
+from livebridge._livedesk.sink import MAX_CONTENT, render_content
 from livebridge.exceptions import ConfigError
-from livebridge.livedesk.client import parse_retry_after
-from livebridge.livedesk.emulator import Emulator, Faults
-from livebridge.livedesk.sink import MAX_CONTENT, render_content
 from livebridge.model import Attachment, InboundMessage, Sender
 
 Post = Callable[..., dict[str, Any]]

@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from livebridge import Retryable, Source, hookimpl
-from livebridge.livedesk.emulator import Emulator, EmulatorState
+from livebridge._livedesk.emulator import Emulator, EmulatorState
 from livebridge.mailer import Mailer
 from livebridge.testing import BridgeHarness
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 import livebridge
 from livebridge import hookspecs
-from livebridge.config import Config
+from livebridge._config import Config
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 HOOKS = sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfunction)

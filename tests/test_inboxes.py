@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from livebridge.config import parse_config
+from livebridge._config import parse_config
+from livebridge._livedesk.emulator import Emulator, Faults
+from livebridge._plugins import collect_source_types, get_plugin_manager
 from livebridge.exceptions import ConfigError
-from livebridge.livedesk.emulator import Emulator, Faults
-from livebridge.plugins import collect_source_types, get_plugin_manager
 from livebridge.testing import build_config
 
 Post = Callable[..., dict[str, Any]]

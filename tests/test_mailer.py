@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from livebridge.config import SMTPConfig
+from livebridge._config import SMTPConfig
 from livebridge.exceptions import Permanent, Retryable
 from livebridge.mailer import Mailer
 from livebridge.model import Attachment

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from livebridge.livedesk.emulator import Faults
+from livebridge._livedesk.emulator import Faults
 from livebridge.testing import BridgeHarness
 
 

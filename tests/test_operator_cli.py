@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from livebridge.cli import main
-from livebridge.livedesk.emulator import Faults
+from livebridge._cli import main
+from livebridge._livedesk.emulator import Faults
 
 
 async def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,9 +19,9 @@ import pytest
 
 from livebridge import AcceptResult, InboundMessage, PluginError, Source, hookimpl
 from livebridge import hookspecs as hookspecs_module
-from livebridge.config import StoreConfig
-from livebridge.plugins import collect_source_types, get_plugin_manager
-from livebridge.store import create_store
+from livebridge._config import StoreConfig
+from livebridge._plugins import collect_source_types, get_plugin_manager
+from livebridge._store import create_store
 
 
 class FilterPlugin:

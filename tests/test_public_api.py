@@ -48,11 +48,11 @@ def test_plugins_import_only_the_public_api() -> None:
 
 def test_the_import_check_sees_a_private_import(tmp_path: Path) -> None:
     module = tmp_path / "probe.py"
-    module.write_text("import livebridge.app\nfrom livebridge.config import Duration\n"
+    module.write_text("import livebridge._app\nfrom livebridge._config import Duration\n"
                       "from livebridge import Source\nfrom livebridge.testing import make_bridge\n"
                       "from . import sibling\n")
     assert [p.split(": ")[1] for p in _private_imports(module)] == [
-        "livebridge.app", "livebridge.config"]
+        "livebridge._app", "livebridge._config"]
 
 
 def test_every_export_is_real_and_documented() -> None:

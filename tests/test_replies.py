@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from livebridge import OutboundReply, hookimpl
-from livebridge.livedesk.emulator import Emulator
-from livebridge.replies import sign_webhook
+from livebridge._livedesk.emulator import Emulator
+from livebridge._replies import sign_webhook
 
 Post = Callable[..., dict[str, Any]]
 SECRET = "whsec-test-0123"

@@ -16,13 +16,13 @@ from typing import Any, ClassVar
 import pytest
 
 from livebridge import InboundMessage, OutboundReply, Sender, Source, Unavailable, hookimpl
-from livebridge.config import DeliveryConfig
-from livebridge.livedesk.emulator import Faults
+from livebridge._config import DeliveryConfig
+from livebridge._livedesk.emulator import Faults
+from livebridge._outbox import Breaker, Dispatcher, Flow, RateLimiter, Route
+from livebridge._replies import sign_webhook
+from livebridge._store import OutboxItem
+from livebridge._store.sqlite import SQLiteStore
 from livebridge.metrics import Metrics
-from livebridge.outbox import Breaker, Dispatcher, Flow, RateLimiter, Route
-from livebridge.replies import sign_webhook
-from livebridge.store import OutboxItem
-from livebridge.store.sqlite import SQLiteStore
 
 Post = Callable[..., dict[str, Any]]
 FAULTS = "/emulator/_emulator/faults"

@@ -16,8 +16,8 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 from store.redis_server import delete_prefix, redis_answers
 
-from livebridge.daemon import EMULATOR_CREDENTIALS
-from livebridge.livedesk.emulator import Emulator, Faults
+from livebridge._daemon import EMULATOR_CREDENTIALS
+from livebridge._livedesk.emulator import Emulator, Faults
 from livebridge.testing import BridgeHarness
 
 Post = Callable[..., dict[str, Any]]

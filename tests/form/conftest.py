@@ -9,7 +9,7 @@ import bridge_helpers
 import pytest
 
 from livebridge import InboundMessage, StoreUnavailable, hookimpl
-from livebridge.livedesk.emulator import Emulator
+from livebridge._livedesk.emulator import Emulator
 from livebridge.testing import BridgeHarness
 
 StartForm = Callable[..., Awaitable[BridgeHarness]]

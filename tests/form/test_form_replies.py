@@ -8,7 +8,7 @@ from typing import Any
 from bridge_helpers import dead_letter
 from smtp_helpers import SMTPServer, smtp_section, smtp_server  # noqa: F401 - fixture
 
-from livebridge.livedesk.emulator import Emulator
+from livebridge._livedesk.emulator import Emulator
 
 JSON = {"Accept": "application/json"}
 

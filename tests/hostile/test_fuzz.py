@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from livebridge_slack.fake import FakeSlack
 
-from livebridge.replies import sign_webhook
+from livebridge._replies import sign_webhook
 from livebridge.testing import BridgeHarness
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "email"))  # the email tests' helpers

@@ -126,7 +126,7 @@ async def test_a_client_gone_mid_request_is_logged_at_debug(
 OUT_OF_FDS = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[1])))
-from livebridge.cli import main
+from livebridge._cli import main
 sys.exit(main(["run", "--config", sys.argv[2]]))
 """
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from livebridge import ConfigError
-from livebridge.config import load_config
-from livebridge.plugins import collect_source_types, get_plugin_manager
+from livebridge._config import load_config
+from livebridge._plugins import collect_source_types, get_plugin_manager
 from livebridge.testing import build_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from yarl import URL
 
-from livebridge.livedesk.emulator import EMULATOR, Emulator, Faults
+from livebridge._livedesk.emulator import EMULATOR, Emulator, Faults
 
 INBOX = 407
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"key:secret").decode()}

@@ -14,8 +14,8 @@ from livebridge_slack.fake import FakeSlack
 from slack_helpers import BOT_USER, CHANNEL, envelope, message
 
 from livebridge import ConfigError, LivebridgeError
-from livebridge.app import create_app
-from livebridge.plugins import get_plugin_manager
+from livebridge._app import create_app
+from livebridge._plugins import get_plugin_manager
 from livebridge.testing import BridgeHarness, build_config
 
 Start = Any

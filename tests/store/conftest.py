@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from livebridge.store import Store
-from livebridge.store.redis import RedisStore
-from livebridge.store.sqlite import SQLiteStore
+from livebridge._store import Store
+from livebridge._store.redis import RedisStore
+from livebridge._store.sqlite import SQLiteStore
 
 from .redis_server import RedisServer, delete_prefix, redis_answers
 

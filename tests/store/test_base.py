@@ -1,4 +1,4 @@
-"""The pieces the stores share (livebridge/store/base.py)."""
+"""The pieces the stores share (livebridge/_store/base.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from livebridge.store.base import OutboxItem, Store, _LocalLocks
-from livebridge.store.redis import RedisStore
-from livebridge.store.sqlite import SQLiteStore
+from livebridge._store.base import OutboxItem, Store, _LocalLocks
+from livebridge._store.redis import RedisStore
+from livebridge._store.sqlite import SQLiteStore
 
 
 def test_outbox_item_without_a_claim() -> None:

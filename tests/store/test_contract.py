@@ -1,4 +1,4 @@
-"""The Store contract (livebridge/store/base.py), run against every store.
+"""The Store contract (livebridge/_store/base.py), run against every store.
 
 Expiry tests use short TTLs and poll until the deadline instead of sleeping a fixed time.
 """
@@ -15,8 +15,8 @@ from typing import TypeVar
 import pytest
 import redis.asyncio as aioredis
 
-from livebridge.store import OutboxItem, Store
-from livebridge.store.sqlite import SQLiteStore
+from livebridge._store import OutboxItem, Store
+from livebridge._store.sqlite import SQLiteStore
 
 from .conftest import Backend
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from livebridge._store import sqlite as sqlite_store
 from livebridge.exceptions import StoreUnavailable
-from livebridge.store import sqlite as sqlite_store
 from livebridge.testing import BridgeHarness
 
 from .redis_server import RedisServer, free_port

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from livebridge._store.redis import RedisStore, split_url
 from livebridge.exceptions import StoreUnavailable
-from livebridge.store.redis import RedisStore, split_url
 
 from .conftest import Backend
 from .redis_server import RedisServer, free_port

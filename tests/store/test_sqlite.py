@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from livebridge.config import StoreConfig
+from livebridge._config import StoreConfig
+from livebridge._store import create_store
+from livebridge._store.sqlite import SQLiteStore
 from livebridge.exceptions import LivebridgeError, StoreUnavailable
-from livebridge.store import create_store
-from livebridge.store.sqlite import SQLiteStore
 
 from .test_contract import FAR, claim_one, put
 

@@ -20,21 +20,21 @@ import pluggy
 import structlog
 from aiohttp import web
 
-from livebridge.config import DEFAULT_INBOX, Config, LivedeskConfig
-from livebridge.demo import Demo
+from livebridge._config import DEFAULT_INBOX, Config, LivedeskConfig
+from livebridge._demo import Demo
+from livebridge._livedesk.client import LivedeskClient
+from livebridge._livedesk.emulator import Emulator
+from livebridge._livedesk.route import ROUTE, LivedeskRoute
+from livebridge._livedesk.sink import LivedeskSink
+from livebridge._outbox import Breaker, Dispatcher, Flow, RateLimiter, Route
+from livebridge._plugins import call_chain, call_each, collect_source_types
+from livebridge._replies import ReplyReceiver, ReplyRoute, reply_route
+from livebridge._store import create_store
 from livebridge.exceptions import Overloaded, ReplyNotSupported
-from livebridge.livedesk.client import LivedeskClient
-from livebridge.livedesk.emulator import Emulator
-from livebridge.livedesk.route import ROUTE, LivedeskRoute
-from livebridge.livedesk.sink import LivedeskSink
 from livebridge.mailer import Mailer
 from livebridge.metrics import Metrics
 from livebridge.model import InboundMessage, OutboundReply
-from livebridge.outbox import Breaker, Dispatcher, Flow, RateLimiter, Route
-from livebridge.plugins import call_chain, call_each, collect_source_types
-from livebridge.replies import ReplyReceiver, ReplyRoute, reply_route
 from livebridge.source import AcceptResult, Bridge, PluginState, Source
-from livebridge.store import create_store
 
 __all__ = ["EMULATED_WARNING", "Daemon", "Inbox"]
 

@@ -32,7 +32,8 @@ from typing import Any, Literal
 import aiohttp
 import structlog
 
-from livebridge.config import DeliveryConfig
+from livebridge._config import DeliveryConfig
+from livebridge._store import OutboxItem, Store
 from livebridge.exceptions import (
     Permanent,
     ReplyNotSupported,
@@ -42,11 +43,10 @@ from livebridge.exceptions import (
     Unavailable,
 )
 from livebridge.metrics import Metrics
-from livebridge.store import OutboxItem, Store
 
 __all__ = ["Breaker", "Dispatcher", "Flow", "RateLimiter", "RetryPolicy", "Route", "classify"]
 
-log = structlog.get_logger("livebridge.outbox")
+log = structlog.get_logger("livebridge._outbox")
 
 Clock = Callable[[], float]
 BreakerState = Literal["closed", "open", "half-open"]

@@ -26,12 +26,12 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from livebridge.config import ServerConfig
+from livebridge._config import ServerConfig
 from livebridge.exceptions import LivebridgeError
 
 __all__ = ["BridgeRunner", "listen", "run"]
 
-log = structlog.get_logger("livebridge.server")
+log = structlog.get_logger("livebridge._server")
 
 #: How often a repeated warning (refused connections, no file descriptors) is logged at most.
 WARN_EVERY = 60.0

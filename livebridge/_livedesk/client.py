@@ -16,7 +16,7 @@ from livebridge.metrics import Metrics
 from livebridge.model import Attachment
 
 if TYPE_CHECKING:
-    from livebridge.outbox import RateLimiter
+    from livebridge._outbox import RateLimiter
 
 __all__ = ["LivedeskClient", "LivedeskError", "parse_retry_after"]
 

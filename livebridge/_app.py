@@ -1,5 +1,5 @@
 """The daemon's HTTP face: ``create_app`` (shared by the CLI and the tests), with health,
-readiness, metrics and the index page; the bridge itself is ``livebridge.daemon``."""
+readiness, metrics and the index page; the bridge itself is ``livebridge._daemon``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from livebridge.config import DEFAULT_INBOX, Config
-from livebridge.daemon import Daemon
+from livebridge._config import DEFAULT_INBOX, Config
+from livebridge._daemon import Daemon
 from livebridge.exceptions import ConfigError
 from livebridge.forms import BODY_TIMEOUT
 

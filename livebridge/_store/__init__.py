@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from livebridge.config import StoreConfig
-from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store
-from livebridge.store.redis import RedisStore
-from livebridge.store.sqlite import SQLiteStore
+from livebridge._config import StoreConfig
+from livebridge._store.base import DeadLetter, OutboxItem, OutboxStats, Store
+from livebridge._store.redis import RedisStore
+from livebridge._store.sqlite import SQLiteStore
 
 __all__ = ["DeadLetter", "OutboxItem", "OutboxStats", "Store", "create_store"]
 

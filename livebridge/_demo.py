@@ -1,5 +1,5 @@
 """Demo mode (the built-in Livedesk emulator): a mail catcher and the state of agent replies,
-both shown on the emulator's page (``livebridge.livedesk.emulator.DemoView``)."""
+both shown on the emulator's page (``livebridge._livedesk.emulator.DemoView``)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from typing import Any
 
 import structlog
 
-from livebridge.config import SMTPConfig
+from livebridge._config import SMTPConfig
+from livebridge._livedesk.client import LivedeskClient
+from livebridge._livedesk.emulator import CaughtMail, ReplyState
+from livebridge._outbox import Flow, classify
+from livebridge._replies import ReplyRoute
+from livebridge._store import OutboxItem, Store
 from livebridge.exceptions import Retryable
-from livebridge.livedesk.client import LivedeskClient
-from livebridge.livedesk.emulator import CaughtMail, ReplyState
 from livebridge.mailer import Mailer
 from livebridge.model import Attachment, OutboundReply
-from livebridge.outbox import Flow, classify
-from livebridge.replies import ReplyRoute
 from livebridge.source import Source
-from livebridge.store import OutboxItem, Store
 
 __all__ = ["CAUGHT_MAIL_LIMIT", "STATES_KEPT", "Demo", "MailCatcher"]
 

@@ -17,22 +17,22 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from livebridge._livedesk.client import LivedeskClient
+from livebridge._outbox import Flow, Route
+from livebridge._store import OutboxItem
 from livebridge.exceptions import Overloaded, ReplyNotSupported, StoreUnavailable
 from livebridge.files import guess_type, name_of
 from livebridge.forms import BodyError, read_body
 from livebridge.http import reject
-from livebridge.livedesk.client import LivedeskClient
 from livebridge.metrics import Metrics
 from livebridge.model import Attachment, OutboundReply, ReplyAction
-from livebridge.outbox import Flow, Route
 from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge.source import Source
-from livebridge.store import OutboxItem
 
 __all__ = ["ReplyHost", "ReplyReceiver", "ReplyRoute", "reply_route", "sign_webhook",
            "verify_webhook"]
 
-log = structlog.get_logger("livebridge.replies")
+log = structlog.get_logger("livebridge._replies")
 
 _MAX_BODY = 1024 * 1024
 _SOURCE = "livedesk-webhook"

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from livebridge._store.base import DeadLetter, OutboxItem, OutboxStats, Store, item_route, route_of
 from livebridge.exceptions import LivebridgeError, StoreUnavailable
-from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store, item_route, route_of
 
 __all__ = ["SQLiteStore", "enqueue_op"]
 

@@ -8,12 +8,12 @@ messages``: this item backs off) and ``Permanent`` (any other 4xx).
 
 from __future__ import annotations
 
+from livebridge._livedesk.client import LivedeskError
+from livebridge._livedesk.sink import LivedeskSink
+from livebridge._outbox import Flow, Route
+from livebridge._store import OutboxItem
 from livebridge.exceptions import Permanent, Retryable, Throttled, Unavailable
-from livebridge.livedesk.client import LivedeskError
-from livebridge.livedesk.sink import LivedeskSink
 from livebridge.model import InboundMessage
-from livebridge.outbox import Flow, Route
-from livebridge.store import OutboxItem
 
 __all__ = ["ROUTE", "LivedeskRoute", "translate"]
 

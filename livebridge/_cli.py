@@ -17,14 +17,14 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from livebridge.app import DAEMON, create_app
-from livebridge.config import Config, load_config, load_store_config
+from livebridge._app import DAEMON, create_app
+from livebridge._config import Config, load_config, load_store_config
+from livebridge._livedesk.emulator import Emulator, Faults
+from livebridge._logs import configure_logging
+from livebridge._plugins import collect_source_types, get_plugin_manager
+from livebridge._server import run as serve
+from livebridge._store import DeadLetter, Store, create_store
 from livebridge.exceptions import LivebridgeError
-from livebridge.livedesk.emulator import Emulator, Faults
-from livebridge.logs import configure_logging
-from livebridge.plugins import collect_source_types, get_plugin_manager
-from livebridge.server import run as serve
-from livebridge.store import DeadLetter, Store, create_store
 
 __all__ = ["main"]
 

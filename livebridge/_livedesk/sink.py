@@ -30,11 +30,11 @@ from typing import Any
 
 import structlog
 
+from livebridge._livedesk.client import LivedeskClient, LivedeskError
+from livebridge._store import Store
 from livebridge.exceptions import Retryable
-from livebridge.livedesk.client import LivedeskClient, LivedeskError
 from livebridge.model import Attachment, InboundMessage
 from livebridge.source import Source
-from livebridge.store import Store
 
 __all__ = ["MAX_CONTENT", "MAX_FILES", "Delivery", "LivedeskSink", "render_content"]
 

@@ -52,12 +52,12 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from livebridge._store.base import DeadLetter, OutboxItem, OutboxStats, Store, item_route, route_of
 from livebridge.exceptions import LivebridgeError, StoreUnavailable
-from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store, item_route, route_of
 
 __all__ = ["RedisStore"]
 
-log = structlog.get_logger("livebridge.store")
+log = structlog.get_logger("livebridge._store")
 
 DEFAULT_PREFIX = "livebridge:"
 
