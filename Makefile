@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all lint typecheck bench clean
+EXAMPLE := examples/livebridge_acmechat
+
+.PHONY: run test test-all lint typecheck example bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,13 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+example: $(STAMP)  ## the example plugin package, installed: its tests (asyncio strict, auto), mypy
+	$(BIN)/pip install --quiet -e $(EXAMPLE)
+	cd $(EXAMPLE) && $(abspath $(BIN))/python -m pytest -q -p asyncio --asyncio-mode=strict
+	cd $(EXAMPLE) && $(abspath $(BIN))/python -m pytest -q -p asyncio --asyncio-mode=auto
+	# mypy cannot follow setuptools' editable-install finder: point it at the checkout.
+	cd $(EXAMPLE) && MYPYPATH=$(CURDIR):$(CURDIR)/plugins $(abspath $(BIN))/mypy
 
 bench: $(STAMP)  ## the side-by-side benchmarks (see benchmarks/RESULTS.md)
 	$(BIN)/python -m benchmarks.run

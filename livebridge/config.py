@@ -5,11 +5,12 @@ Every error names the file, the key path (``sources[1].redirect``) and what to d
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 import yaml
@@ -23,28 +24,22 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from livebridge.exceptions import ConfigError
+from livebridge.source import Duration
 
 if TYPE_CHECKING:
     from livebridge.source import Source, SourceSettings
 
-__all__ = ["Config", "Duration", "load_config", "parse_duration"]
+__all__ = ["Config", "load_config", "load_store_config"]
+
+_M = TypeVar("_M", bound=BaseModel)
+#: Which ``${VAR}``s (set in the environment) made the value at each key path.
+_Origins = dict[str, list[str]]
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BOOL = TypeAdapter(bool)
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-
-
-def parse_duration(value: Any) -> Any:
-    """Turn ``"300ms"``, ``"5m"``, ``"7d"`` or a number of seconds into seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("expected a duration such as 30, 250ms, 5m, 12h or 7d")
-        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    return value
 
 
 def _empty_to_none(value: Any) -> Any:
@@ -56,7 +51,6 @@ def _no_host_no_smtp(value: Any) -> Any:
     return None if isinstance(value, dict) and not value.get("host") else value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Optional = BeforeValidator(_empty_to_none)
 
 
@@ -69,7 +63,15 @@ class ServerConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    #: Cap on bodies the server reads itself (routes whose source has no cap of its own).
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    #: Time allowed to read a whole request body; past it the request is answered 408.
+    body_timeout: Duration = Field(default=60.0, gt=0)
+    #: Request line and headers must be complete this long after a connection opens (or
+    #: after its previous answer); else it is closed. Also the idle keep-alive timeout.
+    header_timeout: Annotated[Duration, Field(gt=0)] = 15.0
+    #: Connections open at once from one client address; one more is answered 429 (0: no cap).
+    max_connections_per_client: int = Field(default=100, ge=0)
 
 
 class LivedeskConfig(_Section):
@@ -85,6 +87,10 @@ class LivedeskConfig(_Section):
     webhook_max_age: Duration = 300.0
     #: Take unsigned webhooks from a real Livedesk (only behind a proxy that guards the path).
     allow_unsigned_webhooks: bool = False
+    #: Send template messages (out-of-office, CSAT) to customers like agents' replies.
+    forward_templates: bool = True
+    #: An agent's file larger than this reaches the customer as a link, not as a file.
+    max_reply_file_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
 
     @model_validator(mode="after")
     def _credentials_with_url(self) -> LivedeskConfig:
@@ -117,8 +123,10 @@ class StoreConfig(_Section):
     @model_validator(mode="after")
     def _known_scheme(self) -> StoreConfig:
         if not self.url.startswith(("sqlite:///", "redis://", "rediss://")):
+            scheme = self.url.partition(":")[0][:20]  # not the URL: it may hold a password
             raise ValueError(
-                f"url {self.url!r}: use sqlite:///path/file.db or redis://host:port/db"
+                f"url: unknown scheme {scheme!r}; use sqlite:///path/file.db or "
+                "redis://host:port/db"
             )
         return self
 
@@ -131,10 +139,17 @@ class DeliveryConfig(_Section):
     max_backoff: Duration = 300.0
     retry_after_cap: Duration = 300.0
     max_age: Duration = 3 * 86400
-    rate_limit: float = Field(default=100.0, ge=0, description="Livedesk calls/s; 0 = none")
+    rate_limit: float = Field(default=100.0, ge=0,
+                              description="Livedesk calls/s at most (a ceiling); 0 = none")
     rate_burst: int = Field(default=100, ge=1)
     breaker_threshold: int = Field(default=5, ge=1)
+    probe_interval: Annotated[Duration, Field(gt=0)] = 1.0
+    probe_cap: Duration = 5.0
+    reply_concurrency: int = Field(default=8, ge=1, le=1024)
+    reply_rate_limit: float = Field(default=0.0, ge=0,
+                                    description="replies/s per source at most; 0 = none")
     max_outbox: int = Field(default=100_000, ge=1)
+    max_reply_outbox: int = Field(default=1_000_000, ge=1)
     lease: Annotated[Duration, Field(ge=1)] = 120.0
     shutdown_timeout: Duration = 10.0
 
@@ -265,19 +280,25 @@ def _mask_value(value: Any) -> Any:
     return value
 
 
-def _interpolate(node: Any, env: Mapping[str, str], loc: str, problems: list[str]) -> Any:
+def _interpolate(node: Any, env: Mapping[str, str], loc: str, problems: list[str],
+                 origins: _Origins) -> Any:
+    """``node`` with ``${VAR}``s replaced; notes in ``origins`` the variables each key used."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, env, _join(loc, k), problems) for k, v in node.items()}
+        return {k: _interpolate(v, env, _join(loc, k), problems, origins)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, env, f"{loc}[{i}]", problems) for i, v in enumerate(node)]
+        return [_interpolate(v, env, f"{loc}[{i}]", problems, origins)
+                for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
+    used: list[str] = []
 
     def sub(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         name, default = match.group(1), match.group(2)
         if name in env:
+            used.append(name)
             return env[name]
         if default is not None:
             return default
@@ -287,7 +308,10 @@ def _interpolate(node: Any, env: Mapping[str, str], loc: str, problems: list[str
         )
         return ""
 
-    return _ENV.sub(sub, node)
+    value = _ENV.sub(sub, node)
+    if used:
+        origins[loc] = used
+    return value
 
 
 def _join(loc: str, key: Any) -> str:
@@ -301,16 +325,85 @@ def _loc(prefix: str, parts: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(prefix: str, exc: ValidationError) -> list[str]:
+def _types_in(annotation: Any) -> Iterator[Any]:
+    """The classes an annotation is made of (``SMTPConfig | None``: SMTPConfig, NoneType)."""
+    if isinstance(annotation, type):
+        yield annotation
+    for arg in get_args(annotation):
+        yield from _types_in(arg)
+
+
+def _keys(classes: list[Any]) -> dict[str, FieldInfo]:
+    """The keys a config may set in a value of one of ``classes``."""
+    return {name: info for cls in classes if issubclass(cls, BaseModel)
+            for name, info in cls.model_fields.items() if not info.exclude}
+
+
+def _classes_at(model: type[BaseModel], parts: tuple[int | str, ...]) -> list[Any]:
+    """The classes the value at key path ``parts`` below ``model`` may be (none if unknown)."""
+    classes: list[Any] = [model]
+    for part in parts:
+        field = _keys(classes).get(part) if isinstance(part, str) else None
+        classes = list(_types_in(field.annotation)) if field else []
+    return classes
+
+
+def _did_you_mean(model: type[BaseModel], parts: tuple[int | str, ...]) -> str:
+    """``; did you mean port?`` for an unknown key close to one of its section's keys."""
+    keys = list(_keys(_classes_at(model, parts[:-1])))
+    close = difflib.get_close_matches(str(parts[-1]), keys, n=1)
+    return f"; did you mean {close[0]}?" if close else " (check the spelling, or remove it)"
+
+
+def _describe(prefix: str, exc: ValidationError, model: type[BaseModel],
+              origins: _Origins) -> list[str]:
+    """One line per error of ``model``'s validation, naming the key path and the fix."""
     problems = []
     for err in exc.errors(include_url=False):
-        loc = _loc(prefix, tuple(err["loc"]))
+        parts = tuple(err["loc"])
+        loc = _loc(prefix, parts)
         if err["type"] == "extra_forbidden":
-            problems.append(f"{loc}: unknown key (check the spelling, or remove it)")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}")
+            problems.append(f"{loc}: unknown key{_did_you_mean(model, parts)}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc in origins:  # the fix is in the environment: name the variables, not the key
+            secret = SecretStr in _classes_at(model, parts)
+            value = "***" if secret and err["input"] else repr(err["input"])
+            names = origins[loc]
+            msg = (f"{names[0]}={value}: {msg}" if len(names) == 1
+                   else f"{value} from {', '.join(names)}: {msg}")
+        problems.append(f"{loc}: {msg}")
     return problems
+
+
+def _validate(model: type[_M], data: Any, prefix: str, problems: list[str],
+              origins: _Origins) -> _M | None:
+    """``data`` validated as ``model``, or None with its problems added to ``problems``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(prefix, exc, model, origins))
+        return None
+
+
+def _read(path: str | os.PathLike[str]) -> Any:
+    """The YAML data in ``path`` (``{}`` for an empty file)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from exc
+    return {} if raw is None else raw
+
+
+def _sections(raw: Any, where: str) -> dict[str, Any]:
+    """``raw`` if it is a mapping of sections, else a ``ConfigError``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(where, ["(top level): expected a mapping of sections"])
+    return raw
 
 
 def load_config(
@@ -319,16 +412,24 @@ def load_config(
     env: Mapping[str, str] | None = None,
 ) -> Config:
     """Read, interpolate and validate ``path``; raise ``ConfigError`` listing every problem."""
+    return parse_config(_read(path), source_types, env, str(path))
+
+
+def load_store_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> StoreConfig:
+    """Read, interpolate and validate only the ``store:`` section of ``path`` (for commands
+    that need nothing else: no source plugins, no secrets of other sections)."""
     where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(where, [f"cannot read the file: {exc.strerror}"]) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, [f"not valid YAML: {exc}"]) from exc
-    return parse_config(raw if raw is not None else {}, source_types, env, where)
+    problems: list[str] = []
+    origins: _Origins = {}
+    section = _sections(_read(path), where).get("store") or {}
+    data = _interpolate(section, os.environ if env is None else env, "store", problems, origins)
+    store = _validate(StoreConfig, data, "store", problems, origins)
+    if problems or store is None:
+        raise ConfigError(where, problems)
+    _beside(store, where)
+    return store
 
 
 def parse_config(
@@ -338,29 +439,30 @@ def parse_config(
     where: str = "<memory>",
 ) -> Config:
     """Validate already-parsed YAML data (see ``load_config``)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(where, ["(top level): expected a mapping of sections"])
     problems: list[str] = []
-    data = _interpolate(raw, os.environ if env is None else env, "", problems)
+    origins: _Origins = {}
+    data = _interpolate(_sections(raw, where), os.environ if env is None else env, "", problems,
+                        origins)
     entries = data.get("sources")
     off = tuple(f"sources[{i}]." for i, entry in enumerate(entries)
                 if _switched_off(entry)) if isinstance(entries, list) else ()
     problems = [p for p in problems if not p.startswith(off)]  # their ${VAR}s may be unset
-    try:
-        config = Config.model_validate({**data, "sources": []})
-    except ValidationError as exc:
-        problems.extend(_describe("", exc))
-        config = None
-    sources = _parse_sources(data.get("sources") or [], source_types, problems)
+    config = _validate(Config, {**data, "sources": []}, "", problems, origins)
+    sources = _parse_sources(data.get("sources") or [], source_types, problems, origins)
     if problems or config is None:
         raise ConfigError(where, problems)
     config.sources = sources
     config.path = where
-    if config.store.url.startswith("sqlite:///") and where != "<memory>":
-        db = Path(config.store.url.removeprefix("sqlite:///"))
-        if not db.is_absolute():  # relative to the config file, wherever the command runs
-            config.store.url = f"sqlite:///{(Path(where).resolve().parent / db)}"
+    _beside(config.store, where)
     return config
+
+
+def _beside(store: StoreConfig, where: str) -> None:
+    """Make a relative SQLite path relative to the config file, wherever the command runs."""
+    if store.url.startswith("sqlite:///") and where != "<memory>":
+        db = Path(store.url.removeprefix("sqlite:///"))
+        if not db.is_absolute():
+            store.url = f"sqlite:///{(Path(where).resolve().parent / db)}"
 
 
 def _switched_off(entry: Any) -> bool:
@@ -374,7 +476,8 @@ def _switched_off(entry: Any) -> bool:
 
 
 def _parse_sources(
-    entries: Any, source_types: Mapping[str, type[Source]], problems: list[str]
+    entries: Any, source_types: Mapping[str, type[Source]], problems: list[str],
+    origins: _Origins,
 ) -> list[SourceSettings]:
     if not isinstance(entries, list):
         problems.append("sources: expected a list of source entries")
@@ -400,10 +503,8 @@ def _parse_sources(
             continue
         if not enabled:  # a switched-off source may lack its secrets; it is not started
             continue
-        try:
-            item = source_type.Settings.model_validate(entry)
-        except ValidationError as exc:
-            problems.extend(_describe(loc, exc))
+        item = _validate(source_type.Settings, entry, loc, problems, origins)
+        if item is None:
             continue
         item.name = item.name or item.type
         if item.name in names:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
+    "Busy",
     "ConfigError",
     "LivebridgeError",
     "Overloaded",
     "Permanent",
     "PluginError",
+    "Refused",
     "ReplyNotSupported",
     "Retryable",
     "StoreUnavailable",
+    "Throttled",
+    "Unavailable",
 ]
 
 
@@ -32,18 +38,39 @@ class PluginError(LivebridgeError):
     """A plugin could not be loaded (for example, it implements an unknown hook)."""
 
 
-class Overloaded(LivebridgeError):
-    """The outbox is full: sources answer 503 with ``Retry-After`` so providers retry."""
+class Refused(LivebridgeError):
+    """A request refused: ``status`` (a 4xx), a short fixed ``reason`` (fit for a metric
+    label), what exactly was wrong (``detail``) and extra response ``headers``.
+
+    The one refusal type: ``Source.reject(request, exc)`` logs, counts and answers it.
+    """
+
+    def __init__(self, status: int, reason: str, detail: str | None = None, *,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason if detail is None else f"{reason}: {detail}")
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.headers = headers
+
+
+class Busy(LivebridgeError):
+    """The bridge cannot take a message right now: ``Source.reject(request, exc)`` answers
+    503 with ``Retry-After: retry_after`` so the provider retries."""
+
+    retry_after: int = 10
+
+
+class Overloaded(Busy):
+    """The outbox is full."""
 
     def __init__(self, retry_after: int = 30) -> None:
         self.retry_after = retry_after
         super().__init__(f"outbox is full; retry in {retry_after} s")
 
 
-class StoreUnavailable(LivebridgeError):
+class StoreUnavailable(Busy):
     """The store cannot take writes right now (for example, Redis is unreachable)."""
-
-    retry_after = 10
 
 
 class ReplyNotSupported(LivebridgeError):
@@ -66,3 +93,13 @@ class Permanent(LivebridgeError):
     def __init__(self, message: str, *, response: str | None = None) -> None:
         super().__init__(message)
         self.response = response
+
+
+class Throttled(Retryable):
+    """The receiver asks to slow down (HTTP 429): the route pauses for ``retry_after`` and
+    lowers its rate; the item goes back without counting an attempt."""
+
+
+class Unavailable(Retryable):
+    """The receiver is down or unreachable (transport error, timeout, 5xx): counts toward
+    the route's breaker, which stops the route after several in a row."""

@@ -57,6 +57,22 @@ class Metrics:
             "livebridge_delivery_latency_seconds", "From accept to delivered.", ("source",),
             buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.throttles = counter(
+            "route_throttles_total", "Throttles (429) that paused a route and lowered its rate.",
+            ("route",),
+        )
+        self.route_state = Gauge(
+            "livebridge_route_breaker_state", "A route's breaker: 0 closed, 1 half-open, 2 open.",
+            ("route",), registry=r,
+        )
+        self.route_rate = Gauge(
+            "livebridge_route_rate", "A route's current send rate limit (calls/s; +Inf: none).",
+            ("route",), registry=r,
+        )
+        self.route_paused = Gauge(
+            "livebridge_route_paused_seconds", "How long a route still waits (throttle, breaker).",
+            ("route",), registry=r,
+        )
         self.livedesk_calls = counter(
             "livedesk_calls_total", "Calls to the Livedesk API.", ("endpoint", "status")
         )

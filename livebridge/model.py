@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,13 +35,26 @@ class Sender(_Model):
 
 
 class Attachment(_Model):
-    """A file that came with the message: a link (``url``), the bytes (``data``), or both."""
+    """A file that came with a message: a link (``url``), the bytes (``data``), or both.
+
+    ``fetch_ref`` is the source's own handle for fetching the bytes later (a Slack file id,
+    say): the source's ``fetch_attachments`` reads it just before delivery. In a reply,
+    ``url`` is Livedesk's ``data_url``.
+    """
 
     name: str
     content_type: str = "application/octet-stream"
     size: int | None = None
     url: str | None = None
     data: bytes | None = None
+    fetch_ref: str | None = None
+
+    def line(self) -> str:
+        """The file as one line of text (name, type, size, link): how a file that is not
+        sent as a file still reaches the reader."""
+        size = f", {self.size} bytes" if self.size is not None else ""
+        return f"[attachment] {self.name} ({self.content_type}{size}): " \
+               f"{self.url or '(file not forwarded)'}"
 
 
 class InboundMessage(_Model):
@@ -72,14 +86,39 @@ class InboundMessage(_Model):
         return self.message_ref or self.event_id
 
 
+#: What an ``OutboundReply`` asks of the source: send a new message, or change or delete the
+#: one sent for ``livedesk_message_id``.
+ReplyAction = Literal["send", "edit", "delete"]
+
+
 class OutboundReply(_Model):
-    """An agent's reply from Livedesk, on its way back to the source that owns the thread."""
+    """An agent's reply from Livedesk, on its way back to the source that owns the thread.
+
+    ``action`` is ``send`` for a new message (an agent's reply or a template message such as
+    an out-of-office note), ``edit`` or ``delete`` when the agent changed or deleted the
+    message ``livedesk_message_id`` the bridge already sent. ``text`` may be empty when the
+    reply is only files. ``attachments`` are Livedesk's files (``url`` is the ``data_url``,
+    no bytes): the source fetches them when it sends the reply.
+    """
 
     source: str
     thread_key: str
     livedesk_message_id: int
     conversation_id: int
-    text: str
+    text: str = ""
+    attachments: list[Attachment] = Field(default_factory=list)
+    action: ReplyAction = "send"
     agent_name: str | None = None
     reply_context: dict[str, Any] = Field(default_factory=dict)
     received_at: datetime = Field(default_factory=_now)
+
+    @property
+    def dedupe_key(self) -> str:
+        """The outbox idempotency key: one per message, one per edit (by its text), one
+        per deletion."""
+        if self.action == "send":
+            return f"reply:{self.livedesk_message_id}"
+        if self.action == "delete":
+            return f"delete:{self.livedesk_message_id}"
+        digest = hashlib.sha256(self.text.encode()).hexdigest()[:16]
+        return f"edit:{self.livedesk_message_id}:{digest}"

@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 import enum
-import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, get_args, overload
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from typing_extensions import TypeVar
 
-from livebridge.exceptions import ReplyNotSupported
-from livebridge.model import InboundMessage, OutboundReply
+from livebridge.exceptions import Busy, Refused, ReplyNotSupported
+from livebridge.files import ReplyFiles, fetch_reply_files
+from livebridge.http import reject
+from livebridge.model import Attachment, InboundMessage, OutboundReply
 
 if TYPE_CHECKING:
     import aiohttp
 
+    from livebridge.config import Config
     from livebridge.mailer import Mailer
     from livebridge.metrics import Metrics
     from livebridge.store import Store
 
-__all__ = ["AcceptResult", "Bridge", "PluginState", "Source", "SourceSettings"]
+__all__ = ["AcceptResult", "Bridge", "Duration", "PluginState", "Source", "SourceSettings",
+           "parse_duration"]
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(value: Any) -> Any:
+    """Turn ``"300ms"``, ``"5m"``, ``"7d"`` or a number of seconds into seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("expected a duration such as 30, 250ms, 5m, 12h or 7d")
+        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    return value
+
+
+#: A settings field in seconds that also takes ``"250ms"``, ``"5m"``, ``"12h"``, ``"7d"``.
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class SourceSettings(BaseModel):
@@ -75,6 +97,13 @@ class Bridge(ABC):
     metrics: Metrics
     #: Sends mail when the ``smtp:`` section is configured, else None.
     mailer: Mailer | None
+    config: Config
+
+    async def reply_files(self, reply: OutboundReply) -> ReplyFiles:
+        """Fetch an agent's reply files from Livedesk (``livedesk.max_reply_file_bytes`` each,
+        over the shared session): those fetched, and the reply's text listing the others."""
+        return await fetch_reply_files(self.http, reply,
+                                       self.config.livedesk.max_reply_file_bytes)
 
     @abstractmethod
     async def accept(self, message: InboundMessage, source: Source) -> AcceptResult:
@@ -106,20 +135,36 @@ class Bridge(ABC):
         (raises ``TimeoutError`` when not acquired in time)."""
 
 
-class Source:
-    """A kind of place customers write from. Subclass it, then return the class from the
-    ``livebridge_source_types`` hook.
+SettingsT = TypeVar(  # noqa: PLC0105 (covariant: a Source[Mine] is a Source)
+    "SettingsT", bound=SourceSettings, default=SourceSettings, covariant=True)
 
-    The daemon makes one instance per entry in ``sources:`` with validated ``Settings``,
-    mounts ``routes()``, awaits ``start()`` and, on shutdown, ``stop()``.
+
+class Source(Generic[SettingsT]):
+    """A kind of place customers write from. Subclass it as ``Source[MySettings]``, then
+    return the class from the ``livebridge_source_types`` hook.
+
+    The daemon makes one instance per entry in ``sources:`` with its settings validated by
+    ``MySettings`` (``self.settings``, typed as ``MySettings``), mounts ``routes()``, awaits
+    ``start()`` and, on shutdown, ``stop()``.
     """
 
     #: The ``type:`` that selects this source in ``bridge.yaml``.
     type_name: ClassVar[str]
-    #: The pydantic model of this source's settings (unknown keys are rejected).
+    #: The pydantic model of this source's settings (unknown keys are rejected); taken from
+    #: the ``Source[MySettings]`` parameter.
     Settings: ClassVar[type[SourceSettings]] = SourceSettings
 
-    def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            args = get_args(base)
+            if args and isinstance(args[0], type) and issubclass(args[0], SourceSettings):
+                if cls.__dict__.get("Settings", args[0]) is not args[0]:
+                    raise TypeError(f"{cls.__qualname__}: Settings differs from the "
+                                    f"Source[{args[0].__name__}] parameter; drop Settings")
+                cls.Settings = args[0]
+
+    def __init__(self, settings: SettingsT, bridge: Bridge) -> None:
         self.settings = settings
         self.bridge = bridge
         self.name = settings.name or self.type_name
@@ -135,44 +180,54 @@ class Source:
     async def stop(self) -> None:
         """Stop what ``start`` started."""
 
+    #: Whether ``send_reply`` takes ``edit`` and ``delete`` replies (else they are logged,
+    #: counted and dropped at the webhook: a mail cannot be unsent).
+    edits_replies: ClassVar[bool] = False
+
     async def send_reply(self, reply: OutboundReply) -> None:
         """Send an agent's reply back to the customer. Raise ``ReplyNotSupported`` if the
-        source cannot; raise ``livebridge.Retryable`` for trouble worth retrying."""
+        source cannot; raise ``livebridge.Retryable`` for trouble worth retrying.
+
+        ``reply.attachments`` carry no bytes: ``self.bridge.reply_files(reply)`` fetches them.
+        """
         raise ReplyNotSupported(f"source {self.name!r} ({self.type_name}) cannot send replies")
+
+    async def fetch_attachments(self, message: InboundMessage) -> list[Attachment]:
+        """The message's attachments just before delivery, with the bytes of those this
+        source fetches late (by ``fetch_ref``); as they are by default. Never raises: a file
+        that cannot be fetched stays a link."""
+        return message.attachments
 
     def describe(self) -> Mapping[str, Any]:
         """A short summary for ``livebridge plugins`` and the start-up log."""
         return {"name": self.name, "type": self.type_name, "path": self.settings.path}
 
+    def count_dropped(self, reason: str) -> None:
+        """Count a message dropped on purpose (``livebridge_messages_dropped_total``)."""
+        metrics = self.bridge.metrics
+        metrics.labels(metrics.dropped, self.name, reason).inc()
+
+    @overload
+    def reject(self, request: web.Request, error: Refused | Busy, *,
+               detail: Mapping[str, Any] | None = None,
+               headers: Mapping[str, str] | None = None) -> web.Response: ...
+
+    @overload
+    def reject(self, request: web.Request, error: int, reason: str, *,
+               detail: Mapping[str, Any] | None = None,
+               headers: Mapping[str, str] | None = None) -> web.Response: ...
+
     def reject(
         self,
         request: web.Request,
-        status: int,
-        reason: str,
+        error: int | Refused | Busy,
+        reason: str | None = None,
         *,
         detail: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> web.Response:
-        """Log why a request is refused, count it, and answer ``status`` with a JSON body."""
-        return reject(self.log, self.bridge.metrics, self.name, request, status, reason,
+        """Log why a request is refused, count it and answer a JSON error: either
+        ``reject(request, exc)`` for a ``Refused`` (its status) or a ``Busy`` (503 with
+        ``Retry-After``), or ``reject(request, status, reason)``."""
+        return reject(self.log, self.bridge.metrics, self.name, request, error, reason,
                       detail=detail, headers=headers)
-
-
-def reject(
-    log: Any,
-    metrics: Metrics,
-    source: str,
-    request: web.Request,
-    status: int,
-    reason: str,
-    *,
-    detail: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> web.Response:
-    """Log and count a refused request; answer ``status`` with ``{"error": reason, ...}``."""
-    log.warning("request rejected", status=status, reason=reason, path=request.path,
-                remote=request.remote, **(detail or {}))
-    metrics.labels(metrics.rejected, source, reason).inc()
-    body = {"error": reason, **(detail or {})}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
-                        headers=headers)

@@ -4,17 +4,24 @@
 store and the Livedesk emulator behind it, so a test can post to a source over HTTP and look
 at what reached Livedesk::
 
+    @pytest.mark.asyncio  # or pytest-asyncio's auto mode
     async def test_my_source(make_bridge):
-        bridge = await make_bridge({"sources": [{"type": "mine"}]}, plugins=[MyPlugin()])
+        bridge = await make_bridge({"sources": [{"type": "mine"}]}, plugins=[my_plugin])
         resp = await bridge.client.post("/mine", json={...})
         assert resp.status == 200
         await bridge.wait_for(lambda: len(bridge.emulator.state.messages) == 1)
+        conversation = await bridge.conversation_of("mine", "thread-1")
+        await bridge.agent_reply(conversation, "Hello from an agent")
+
+It works in pytest-asyncio's strict and auto modes, and with the plugin also installed by
+its entry point (it is registered once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import socket
 import subprocess
 import sys
@@ -25,14 +32,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from pathlib import Path
 from typing import Any
 
-import pytest
+import pytest_asyncio
 import yaml
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from livebridge.app import DAEMON, Daemon, collect_source_types, create_app
-from livebridge.config import Config, parse_config
+from livebridge.app import DAEMON, create_app
+from livebridge.config import Config, ServerConfig, parse_config
+from livebridge.daemon import Daemon
 from livebridge.livedesk.emulator import Emulator
-from livebridge.plugins import get_plugin_manager
+from livebridge.plugins import collect_source_types, get_plugin_manager
+from livebridge.replies import sign_webhook
+from livebridge.server import BridgeRunner
+from livebridge.source import Source
 
 __all__ = ["BridgeHarness", "build_config", "make_bridge"]
 
@@ -70,9 +82,40 @@ class BridgeHarness:
         daemon: Daemon = app[DAEMON]
         return daemon
 
+    async def post_webhook(self, event: Any, path: str = "/livedesk/webhook") -> ClientResponse:
+        """Post a Livedesk webhook ``event`` (JSON-encoded unless bytes), signed as Livedesk
+        signs it with the daemon's webhook secret (in emulated mode, the one made at start)."""
+        raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+        headers = {"Content-Type": "application/json"}
+        secret = self.daemon.replies.secret
+        if secret is not None:
+            stamp = str(int(time.time()))
+            headers |= {"X-Chatwoot-Timestamp": stamp,
+                        "X-Chatwoot-Signature": sign_webhook(secret, stamp, raw)}
+        return await self.client.post(path, data=raw, headers=headers)
+
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on the daemon."""
         return str(self.client.make_url(path))
+
+    async def conversation_of(self, source: str | Source, thread_key: str) -> int:
+        """The Livedesk conversation of a thread of ``source`` (or its name); fails the test
+        if no message of the thread was delivered yet."""
+        found = self.daemon.sources[source] if isinstance(source, str) else source
+        conversation = await self.daemon.conversation_of(found, thread_key)
+        if conversation is None:
+            raise AssertionError(f"thread {thread_key!r} of {found.name!r} has no conversation "
+                                 "yet: wait_for its first message to be delivered")
+        return conversation
+
+    async def agent_reply(self, conversation_id: int, text: str) -> dict[str, Any]:
+        """Play an agent answering in Livedesk: the emulator posts the message and sends its
+        webhook, signed with the daemon's webhook secret, to this daemon. Returns the
+        emulator's message; wait for its effect (e.g. the source's reply) with ``wait_for``."""
+        self.emulator.webhook_url = self.url(self.daemon.config.livedesk.webhook_path)
+        self.emulator.webhook_secret = self.daemon.replies.secret
+        message: dict[str, Any] = await self.emulator.agent_reply(conversation_id, text)
+        return message
 
     async def wait_for(self, predicate: Predicate, timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` holds, re-checking whenever the outbox moves."""
@@ -107,7 +150,19 @@ async def _wait(condition: Any, predicate: Predicate, timeout: float) -> None:
         raise AssertionError(f"condition not met within {timeout} s") from None
 
 
-@pytest.fixture
+class _BridgeTestServer(TestServer):
+    """aiohttp's ``TestServer`` serving through ``BridgeRunner``, as ``livebridge run`` does
+    (header timeout, per-client connection cap, quiet disconnects)."""
+
+    def __init__(self, app: web.Application, server: ServerConfig) -> None:
+        super().__init__(app)
+        self._settings = server
+
+    async def _make_runner(self, **kwargs: Any) -> BridgeRunner:
+        return BridgeRunner(self.app, self._settings, **kwargs)
+
+
+@pytest_asyncio.fixture
 async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[BridgeHarness]]]:
     """A factory: ``await make_bridge(config_dict, plugins=[...], env={...})``."""
     clients: list[TestClient[Any, Any]] = []
@@ -119,7 +174,7 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[B
         plugins = list(plugins)
         config = build_config(raw or {}, tmp_path / f"bridge{len(clients)}", plugins, env)
         app = create_app(config, get_plugin_manager(plugins))
-        client = TestClient(TestServer(app))
+        client = TestClient(_BridgeTestServer(app, config.server))
         await client.start_server()
         clients.append(client)
         emulator = emulator or app[DAEMON].emulator

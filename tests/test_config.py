@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import Field, SecretStr
 
-from livebridge.app import collect_source_types
-from livebridge.config import Config, load_config, parse_config, parse_duration
+from livebridge import Source, SourceSettings
+from livebridge.config import Config, load_config, load_store_config, parse_config
 from livebridge.exceptions import ConfigError
-from livebridge.plugins import get_plugin_manager
+from livebridge.plugins import collect_source_types, get_plugin_manager
+from livebridge.source import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPES = collect_source_types(get_plugin_manager())
@@ -77,6 +79,60 @@ def test_unknown_keys_are_rejected_with_their_path(tmp_path: Path) -> None:
     assert "sources[1].redirect: unknown key" in text
 
 
+def test_a_misspelled_key_gets_a_suggestion(tmp_path: Path) -> None:
+    text = problems(tmp_path, "srever:\n  port: 1\nsmtp:\n  host: h\n  sender: a@b\n"
+                              "  passwrd: x\nsources:\n  - type: slack\n    singing_secret: s\n"
+                              "    bot_token: xoxb-1\n  - type: form\n    zzzzz: 1\n")
+    assert "srever: unknown key; did you mean server?" in text
+    assert "smtp.passwrd: unknown key; did you mean password?" in text
+    assert "sources[0].singing_secret: unknown key; did you mean signing_secret?" in text
+    assert "sources[1].zzzzz: unknown key (check the spelling, or remove it)" in text
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "bridge.yaml", TYPES,
+                    env={"LIVEBRIDGE_PORT": "80a", "SLACK_ENABLED": "true", "SLACK_MODE": "event",
+                         "SLACK_SIGNING_SECRET": "s", "SLACK_BOT_TOKEN": "xoxb-1"})
+    text = str(info.value)
+    assert "server.port: LIVEBRIDGE_PORT='80a': Input should be a valid integer" in text
+    assert "sources[1].mode: SLACK_MODE='event': Input should be 'events' or 'socket'" in text
+    text = problems(tmp_path, "server:\n  port: ${H}${P}\n  max_body_bytes: ${NOPE:-8a}\n",
+                    env={"H": "8", "P": "a"})
+    assert "server.port: '8a' from H, P: Input should be a valid integer" in text
+    assert "server.max_body_bytes: Input should be a valid integer" in text  # the file's default
+
+
+class VaultSettings(SourceSettings):
+    """A throwaway source type with a secret that has a rule."""
+
+    token: SecretStr = Field(min_length=16)
+
+
+class VaultSource(Source):
+    type_name = "vault"
+    Settings = VaultSettings
+
+
+def test_a_bad_secret_from_the_environment_is_not_shown(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources:\n  - type: vault\n    token: ${VAULT_TOKEN}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {**TYPES, "vault": VaultSource}, env={"VAULT_TOKEN": "short-secret"})
+    text = str(info.value)
+    assert "sources[0].token: VAULT_TOKEN=***: Value should have at least 16 items" in text
+    assert "short-secret" not in text
+
+
+def test_store_only_loading_skips_sources_and_other_sections(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  port: eighty\nstore:\n  url: ${DB:-sqlite:///d/x.db}\n"
+                           "sources:\n  - type: slack\n  - type: nope\n")
+    assert load_store_config(path, env={}).url == f"sqlite:///{tmp_path / 'd' / 'x.db'}"
+    assert load_store_config(path, env={"DB": "redis://h/1"}).url == "redis://h/1"
+    with pytest.raises(ConfigError, match=r"store\.url: environment variable DB2 is not set"):
+        load_store_config(write(tmp_path, "store:\n  url: ${DB2}\n"), env={})
+    assert load_store_config(write(tmp_path, ""), env={}).url.endswith("/var/livebridge.db")
+
+
 def test_unknown_source_type_lists_the_available_ones(tmp_path: Path) -> None:
     text = problems(tmp_path, "sources:\n  - type: telegram\n")
     assert "sources[0].type: unknown source type 'telegram'" in text
@@ -100,9 +156,11 @@ def test_durations(raw: object, seconds: float) -> None:
 
 
 def test_bad_values(tmp_path: Path) -> None:
-    text = problems(tmp_path, "delivery:\n  max_age: soon\nstore:\n  url: postgres://x\n")
+    text = problems(tmp_path, "delivery:\n  max_age: soon\nstore:\n  url: postgres://u:pw@x\n")
     assert "delivery.max_age: expected a duration" in text
-    assert "store: url 'postgres://x': use sqlite:///path/file.db or redis://host:port/db" in text
+    assert ("store: url: unknown scheme 'postgres'; use sqlite:///path/file.db or "
+            "redis://host:port/db") in text
+    assert "pw" not in text  # a password in a URL of the wrong scheme is not shown
 
 
 def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
@@ -143,6 +201,17 @@ def test_check_on_a_broken_config_exits_non_zero_naming_the_key(tmp_path: Path) 
     assert result.returncode == 1
     assert "sources[0].redirect: unknown key" in result.stderr
     assert str(path) in result.stderr
+
+
+def test_check_makes_the_checks_run_makes_without_opening_anything(tmp_path: Path) -> None:
+    sources = "sources:\n  - type: form\n    path: /f\n  - type: form\n    name: other\n"
+    path = write(tmp_path, f"store:\n  url: sqlite:///var/x.db\n{sources}")
+    assert run_cli("check", "--config", str(path)).returncode == 0
+    assert not (tmp_path / "var").exists()  # the store is not created
+    result = run_cli("check", "--config", str(write(tmp_path, f"{sources}    path: /f\n")))
+    assert result.returncode == 1
+    assert "'other' and 'form' both serve GET /f; give one of them another path" in result.stderr
+    assert "OK" not in result.stdout
 
 
 def test_run_refuses_to_start_on_a_broken_config(tmp_path: Path) -> None:

@@ -61,3 +61,33 @@ async def test_unreachable_server_is_retried() -> None:
                                tls="none", timeout=2))
     with pytest.raises(Retryable):
         await mailer.send(to="ann@example.com", subject="Hi", text="Hello")
+
+
+@pytest.mark.parametrize(("smtputf8", "expected"), [
+    (True, ["jörg@bücher.example", "ann@bücher.example"]),
+    (False, ["ann@xn--bcher-kva.example"])])
+async def test_non_ascii_addresses_and_names_with_line_breaks(smtputf8: bool,
+                                                             expected: list[str]) -> None:
+    """SMTPUTF8 when the server offers it, else the domain IDNA-encoded (a non-ASCII local
+    part cannot go then); a name with CR/LF is cleaned, never a header of its own."""
+    handler = Refusing()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(),
+                            enable_SMTPUTF8=smtputf8)
+    controller.start()
+    try:
+        mailer = Mailer(SMTPConfig(host="127.0.0.1", port=controller.port,
+                                   sender="help@example.com", tls="none"))
+        if not smtputf8:
+            with pytest.raises(Permanent, match="non-ASCII local part"):
+                await mailer.send(to="jörg@bücher.example", subject="Hi", text="Hello")
+        for to in expected:
+            await mailer.send(to=to.replace("xn--bcher-kva", "bücher"), subject="Hi\r\nX: y",
+                              text="Hello", to_name="Eve\r\nBcc: x@evil.example",
+                              from_name="Agent\nSmith")
+    finally:
+        controller.stop()
+    assert [e.rcpt_tos for e in handler.received] == [[to] for to in expected]
+    content = handler.received[-1].content
+    content = content if isinstance(content, bytes) else content.encode()
+    assert b"\nBcc:" not in content and b"\nX: y" not in content
+    assert b'"Eve Bcc: x@evil.example"' in content and b"Agent Smith" in content

@@ -10,7 +10,7 @@ from typing import Any
 
 from livebridge import OutboundReply, hookimpl
 from livebridge.livedesk.emulator import Emulator
-from livebridge.livedesk.webhook import sign_webhook
+from livebridge.replies import sign_webhook
 
 Post = Callable[..., dict[str, Any]]
 SECRET = "whsec-test-0123"
@@ -93,14 +93,13 @@ async def test_only_public_agent_replies_to_known_conversations(make_bridge: Any
                event(conversation, event="conversation_created"),
                event(424242)]
     for body in ignored:
-        resp = await bridge.client.post("/livedesk/webhook", json=body)
+        resp = await bridge.post_webhook(body)
         assert resp.status == 200 and "ignored" in await resp.json()
-    bad = await bridge.client.post("/livedesk/webhook", data=b"{nope",
-                                   headers={"Content-Type": "application/json"})
+    bad = await bridge.post_webhook(b"{nope")
     assert bad.status == 400
     big = await bridge.client.post("/livedesk/webhook", data=b"x" * (2 * 1024 * 1024))
     assert big.status == 413
-    no_id = await bridge.client.post("/livedesk/webhook", json=event(conversation, id=None))
+    no_id = await bridge.post_webhook(event(conversation, id=None))
     assert no_id.status == 422
     assert (await bridge.daemon.store.stats()).depth == 0 and echo.sent == []
 
@@ -110,8 +109,8 @@ async def test_reply_retries_and_dead_letters_like_inbound(make_bridge: Any, ech
     bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[echo])
     flaky = await conversation_for(bridge, echo_post, thread="flaky")
     gone = await conversation_for(bridge, echo_post, thread="gone")
-    await bridge.client.post("/livedesk/webhook", json=event(flaky, 1))
-    await bridge.client.post("/livedesk/webhook", json=event(gone, 2))
+    await bridge.post_webhook(event(flaky, 1))
+    await bridge.post_webhook(event(gone, 2))
     await bridge.wait_for(lambda: [r.text for r in echo.sent] ==
                           ["(failed attempt)", "Hello from Ann"])
     await bridge.wait_idle()
@@ -134,10 +133,10 @@ async def test_reply_hooks_can_drop_and_observe(make_bridge: Any, echo: Any,
 
     bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[echo, Moderation()])
     conversation = await conversation_for(bridge, echo_post)
-    dropped = await bridge.client.post("/livedesk/webhook", json=event(
-        conversation, 1, content="your password is hunter2"))
+    dropped = await bridge.post_webhook(event(conversation, 1,
+                                              content="your password is hunter2"))
     assert (await dropped.json()) == {"ignored": "dropped by a plugin hook"}
-    await bridge.client.post("/livedesk/webhook", json=event(conversation, 2, content="ok"))
+    await bridge.post_webhook(event(conversation, 2, content="ok"))
     await bridge.wait_for(lambda: seen == ["ok"])
     assert [r.text for r in echo.sent] == ["ok"]
 
@@ -187,7 +186,7 @@ async def test_a_hung_reply_attempt_is_cut_off_at_its_lease(make_bridge: Any, ec
                                plugins=[echo])
     conversation = await conversation_for(bridge, echo_post, thread="hang")
     started = time.monotonic()
-    await bridge.client.post("/livedesk/webhook", json=event(conversation))
+    await bridge.post_webhook(event(conversation))
     await bridge.wait_for(lambda: len(echo.sent) == 1)
     assert len(echo.hung) == 1 and time.monotonic() - started >= 0.9
     await bridge.wait_idle()

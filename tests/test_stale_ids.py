@@ -16,7 +16,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 from store.redis_server import delete_prefix, redis_answers
 
-from livebridge.app import EMULATOR_CREDENTIALS
+from livebridge.daemon import EMULATOR_CREDENTIALS
 from livebridge.livedesk.emulator import Emulator, Faults
 from livebridge.testing import BridgeHarness
 

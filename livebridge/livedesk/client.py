@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import email.utils
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from livebridge.http import parse_retry_after
 from livebridge.metrics import Metrics
 from livebridge.model import Attachment
 
-__all__ = ["LivedeskClient", "LivedeskError", "TokenBucket", "parse_retry_after"]
+if TYPE_CHECKING:
+    from livebridge.outbox import RateLimiter
+
+__all__ = ["LivedeskClient", "LivedeskError", "parse_retry_after"]
 
 _RETRYABLE_STATUS = {408, 429}
 _BODY_KEPT = 2000
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class LivedeskError(Exception):
@@ -54,31 +42,6 @@ class LivedeskError(Exception):
         return self.status is None or self.status in _RETRYABLE_STATUS or self.status >= 500
 
 
-class TokenBucket:
-    """An async token bucket: at most ``rate`` acquisitions a second, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        """Wait for a token (returns at once when the rate is 0, meaning unlimited)."""
-        if self.rate <= 0:
-            return
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
-
-
 class LivedeskClient:
     """Calls the Livedesk API channel over one shared ``aiohttp.ClientSession``."""
 
@@ -91,7 +54,7 @@ class LivedeskClient:
         *,
         timeout: float = 10.0,
         metrics: Metrics | None = None,
-        limiter: TokenBucket | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")

@@ -2,11 +2,13 @@
 
 Answers use the shapes of the seed contract (contact, conversation, message) and the
 Chatwoot behaviour Livedesk is built on (422 for duplicates and bad input, 404 for unknown
-ids, incoming messages reopening resolved conversations, ``message_created`` webhooks, agents
-deleting and merging contacts and deleting conversations). Faults (outage, latency, 429, 5xx)
-can be injected into every ``/api/`` call. ``/_emulator/`` holds unauthenticated admin
-endpoints for tests and for ``/``, a small HTML page where a person plays an agent; their
-POSTs take JSON only and refuse other origins, so no other web page can drive them.
+ids, incoming messages reopening resolved conversations, ``message_created`` and
+``message_updated`` webhooks, uploaded files served at their absolute ``data_url``, template
+messages, agents deleting and merging contacts and deleting conversations). Faults (outage,
+latency, 429, 5xx) can be injected into every ``/api/`` call. ``/_emulator/`` holds
+unauthenticated admin endpoints for tests and for ``/``, a small HTML page where a person
+plays an agent; their POSTs take JSON only and refuse other origins, so no other web page
+can drive them.
 """
 
 from __future__ import annotations
@@ -77,14 +79,24 @@ _ATTRIBUTE_FIELDS = ("custom_attributes", "additional_attributes")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _TRUE = frozenset({"true", "1", "on", "yes"})
 _FALSE = frozenset({"false", "0", "off", "no", ""})
-_MESSAGE_TYPES: dict[Any, bool] = {
-    "incoming": True,
-    "outgoing": False,
-    0: True,
-    1: False,
-    None: False,
-}
 _MERGED_FIELDS = ("identifier", "name", "email", "phone_number", *_ATTRIBUTE_FIELDS)
+#: Chatwoot's ``message_type`` enum: the number stored, the name webhooks carry.
+INCOMING, OUTGOING, TEMPLATE = 0, 1, 3
+#: The ``message_type`` values the API takes (Chatwoot's default is outgoing).
+_MESSAGE_TYPES: dict[Any, int] = {
+    "incoming": INCOMING,
+    "outgoing": OUTGOING,
+    INCOMING: INCOMING,
+    OUTGOING: OUTGOING,
+    None: OUTGOING,
+}
+_TYPE_NAMES = {INCOMING: "incoming", OUTGOING: "outgoing", TEMPLATE: "template"}
+#: Chatwoot's text for a deleted message.
+DELETED_CONTENT = "This message was deleted"
+#: The keys of an attachment as Chatwoot's webhooks carry it (``Attachment#push_event_data``);
+#: the emulator's messages also keep ``name`` and ``content_type``.
+PUSH_EVENT_KEYS = ("id", "message_id", "file_type", "account_id", "extension", "data_url",
+                   "thumb_url", "file_size", "width", "height")
 
 
 @dataclass
@@ -167,6 +179,8 @@ class EmulatorState:
     calls: list[CallRecord]
     #: Uploaded attachment bytes; an attachment's ``id`` is its index + 1.
     attachments: list[bytes]
+    #: The content type of each uploaded attachment (same index).
+    attachment_types: list[str]
 
     def __init__(self) -> None:
         self._contact_ids = itertools.count(2219259)
@@ -181,6 +195,7 @@ class EmulatorState:
         self.messages = {}
         self.calls = []
         self.attachments = []
+        self.attachment_types = []
         self._call_counts: Counter[tuple[str, int]] = Counter()
         self._unique: dict[str, dict[str, int]] = {key: {} for key in _UNIQUE_LABELS}
         self._search_text: dict[int, str] = {}
@@ -362,6 +377,12 @@ class EmulatorState:
                 if message["sender"].get("type") == "contact":
                     message["sender"] = dict(sender)
 
+    def add_attachment(self, data: bytes, content_type: str) -> int:
+        """Keep an uploaded file; returns its attachment id."""
+        self.attachments.append(data)
+        self.attachment_types.append(content_type)
+        return len(self.attachments)
+
     def next_message_id(self) -> int:
         """Reserve a message id."""
         return next(self._message_ids)
@@ -466,7 +487,11 @@ def _flag(value: Any, key: str) -> bool:
     raise _invalid(f"{key.capitalize()} is invalid", key)
 
 
-def _content(value: Any) -> str:
+def _content(value: Any, *, optional: bool = False) -> str | None:
+    """Validated message content; blank is refused, or None when ``optional`` (a message
+    with files)."""
+    if optional and (value is None or (isinstance(value, str) and not value.strip())):
+        return None
     if not isinstance(value, str) or not value.strip():
         raise _invalid("Content can't be blank", "content")
     if len(value) > MAX_CONTENT_LENGTH:
@@ -474,6 +499,20 @@ def _content(value: Any) -> str:
             f"Content is too long (maximum is {MAX_CONTENT_LENGTH} characters)", "content"
         )
     return value
+
+
+def _base64_file(value: Any) -> tuple[str, str, bytes]:
+    """``name``, ``content_type`` and the bytes of a file the page sent as base64."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or \
+            not isinstance(value.get("data"), str):
+        raise _invalid("Attachments need a name and base64 data", "attachments")
+    kind = value.get("content_type")
+    try:
+        data = base64.b64decode(value["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid("Attachment data is not base64", "attachments") from None
+    return value["name"], kind if isinstance(kind, str) and kind else \
+        "application/octet-stream", data
 
 
 def _iso(timestamp: float) -> str:
@@ -487,7 +526,7 @@ async def _json_body(request: web.Request) -> JSON:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise EmulatorError(400, {"error": f"Malformed JSON body: {exc}"}) from None
     if not isinstance(body, dict):
         raise EmulatorError(400, {"error": "JSON body must be an object"})
@@ -579,6 +618,10 @@ class Emulator:
         app.router.add_post("/_emulator/faults", self._admin_faults)
         app.router.add_post("/_emulator/reset", self._admin_reset)
         app.router.add_post("/_emulator/conversations/{id:\\d+}/reply", self._admin_reply)
+        app.router.add_post("/_emulator/conversations/{id:\\d+}/template", self._admin_template)
+        app.router.add_post("/_emulator/messages/{id:\\d+}/edit", self._admin_edit)
+        app.router.add_post("/_emulator/messages/{id:\\d+}/delete", self._admin_delete_message)
+        app.router.add_get("/_emulator/files/{id:\\d+}/{name}", self._file, name="file")
         # An agent's actions on the page: the API's handlers, without credentials.
         app.router.add_post("/_emulator/conversations/{id:\\d+}/status", self._toggle)
         app.router.add_post("/_emulator/conversations/{id:\\d+}/delete",
@@ -766,36 +809,40 @@ class Emulator:
     def _post_message(
         self,
         conversation: JSON,
-        content: str,
+        content: str | None,
         *,
-        incoming: bool,
-        private: bool,
-        content_attributes: JSON,
+        message_type: int,
+        private: bool = False,
+        content_attributes: JSON | None = None,
         attachments: list[JSON] | None = None,
     ) -> JSON:
         """Store a message, update its conversation and return the message."""
         now = time.time()
         contact = self.state.contacts[conversation["account_info"]["contact_id"]]
-        sender = {**_sender_view(contact), "type": "contact"} if incoming else dict(AGENT)
+        incoming = message_type == INCOMING
+        sender: JSON | None = {
+            INCOMING: {**_sender_view(contact), "type": "contact"}, OUTGOING: dict(AGENT),
+        }.get(message_type)  # a template is sent by an automation: no sender
+        message_id = self.state.next_message_id()
         message: JSON = {
-            "id": self.state.next_message_id(),
+            "id": message_id,
             "content": content,
             "inbox_id": self.inbox_id,
             "conversation_id": conversation["id"],
-            "message_type": 0 if incoming else 1,
+            "message_type": message_type,
             "content_type": "text",
-            "content_attributes": content_attributes,
+            "content_attributes": content_attributes or {},
             "created_at": int(now),
             "private": private,
             "source_id": None,
             "sender": sender,
-            "attachments": attachments or [],
+            "attachments": [{**a, "message_id": message_id} for a in attachments or ()],
         }
         self.state.add_message(message, now)
         if incoming and conversation["status"] in ("resolved", "snoozed"):
             conversation["status"] = "open"
             conversation["snoozed_until"] = None
-        if not incoming and not private and not conversation["first_reply_created_at"]:
+        if message_type == OUTGOING and not private and not conversation["first_reply_created_at"]:
             conversation["first_reply_created_at"] = int(now)
         conversation.update(
             updated_at=now,
@@ -810,22 +857,23 @@ class Emulator:
         )
         return message
 
-    def _event(self, conversation: JSON, message: JSON) -> JSON:
-        """The Chatwoot ``message_created`` webhook event of a new message."""
+    def _event(self, conversation: JSON, message: JSON,
+               event: str = "message_created") -> JSON:
+        """The Chatwoot webhook event of a new (or, ``message_updated``, changed) message;
+        ``attachments`` only when it has files, as Chatwoot sends them."""
         contact = self.state.contacts[conversation["account_info"]["contact_id"]]
         sender = message["sender"]
-        return {
-            "event": "message_created",
+        data: JSON = {
+            "event": event,
             "id": message["id"],
             "content": message["content"],
             "created_at": _iso(message["created_at"]),
-            "message_type": "incoming" if message["message_type"] == 0 else "outgoing",
+            "message_type": _TYPE_NAMES[message["message_type"]],
             "content_type": "text",
             "content_attributes": message["content_attributes"],
             "source_id": None,
             "private": message["private"],
-            "attachments": [],
-            "sender": {
+            "sender": None if sender is None else {
                 "id": sender["id"],
                 "name": sender["name"],
                 "email": sender["email"],
@@ -842,9 +890,17 @@ class Emulator:
             "account": {"id": ACCOUNT_ID, "name": ACCOUNT_NAME},
             "inbox": {"id": self.inbox_id, "name": INBOX_NAME},
         }
+        if message["attachments"]:
+            data["attachments"] = [{key: a[key] for key in PUSH_EVENT_KEYS}
+                                   for a in message["attachments"]]
+        return data
 
-    async def agent_reply(self, conversation_id: int, content: str, private: bool = False) -> JSON:
-        """Post an agent's outgoing message and its webhook; returns the message.
+    async def agent_reply(self, conversation_id: int, content: str | None, private: bool = False,
+                          *, attachments: list[JSON] | None = None,
+                          message_type: int = OUTGOING) -> JSON:
+        """Post an agent's outgoing message (or, ``message_type=TEMPLATE``, an automation's
+        template message) and its webhook; returns the message. ``attachments`` are made by
+        ``attachment`` (the content may then be blank).
 
         Raises EmulatorError (404 unknown conversation, 422 blank or too long content).
         Returns once the webhook POST has been attempted.
@@ -852,14 +908,54 @@ class Emulator:
         conversation = self._conversation(conversation_id)
         message = self._post_message(
             conversation,
-            _content(content),
-            incoming=False,
+            _content(content, optional=bool(attachments)),
+            message_type=message_type,
             private=private,
-            content_attributes={},
+            attachments=attachments,
         )
-        if self.webhook_url is not None:
-            await self._send_webhook(self.webhook_url, self._event(conversation, message))
+        await self._webhook(conversation, message)
         return message
+
+    async def update_message(self, message_id: int, content: str | None = None, *,
+                             delete: bool = False) -> JSON:
+        """An agent edits a message (new ``content``) or deletes it (Chatwoot keeps it as
+        "This message was deleted", ``content_attributes.deleted``, without its files);
+        sends ``message_updated`` and returns the message (404 if unknown)."""
+        message = self.state.messages.get(message_id)
+        if message is None:
+            raise _not_found()
+        if delete:
+            message.update(content=DELETED_CONTENT, attachments=[],
+                           content_attributes={**message["content_attributes"], "deleted": True})
+        else:
+            message["content"] = _content(content)
+        await self._webhook(self._conversation(message["conversation_id"]), message,
+                            "message_updated")
+        return message
+
+    def attachment(self, request: web.Request, name: str, content_type: str,
+                   data: bytes) -> JSON:
+        """Keep an uploaded file; returns it as a message's attachment, ``data_url`` the
+        absolute URL the emulator serves it at (as Chatwoot's are)."""
+        name = name.replace("/", "_") or "file"
+        attachment_id = self.state.add_attachment(data, content_type)
+        path = request.app.router["file"].url_for(id=str(attachment_id), name=name)
+        url = str(request.url.origin().with_path(path.path))
+        major = content_type.split("/", 1)[0]
+        file_type = major if major in ("image", "audio", "video") else "file"
+        return {
+            "id": attachment_id, "message_id": None, "file_type": file_type,
+            "account_id": ACCOUNT_ID,
+            "extension": name.rsplit(".", 1)[-1] if "." in name else None,
+            "data_url": url, "thumb_url": url if file_type == "image" else "",
+            "file_size": len(data), "width": None, "height": None,
+            "name": name, "content_type": content_type,
+        }
+
+    async def _webhook(self, conversation: JSON, message: JSON,
+                       event: str = "message_created") -> None:
+        if self.webhook_url is not None:
+            await self._send_webhook(self.webhook_url, self._event(conversation, message, event))
 
     def _schedule_webhook(self, url: str, event: JSON) -> None:
         """Send the webhook in the background; cleanup awaits it."""
@@ -1002,7 +1098,7 @@ class Emulator:
             body, attachments = await self._multipart_message(request)
         else:
             body = await _json_body(request)
-        content = (body.get("content") or "") if attachments else _content(body.get("content"))
+        content = _content(body.get("content"), optional=bool(attachments))
         message_type = body.get("message_type", "outgoing")
         if isinstance(message_type, bool) or message_type not in _MESSAGE_TYPES:
             raise _invalid("Message type is not included in the list", "message_type")
@@ -1014,7 +1110,7 @@ class Emulator:
         message = self._post_message(
             conversation,
             content,
-            incoming=_MESSAGE_TYPES[message_type],
+            message_type=_MESSAGE_TYPES[message_type],
             private=private,
             content_attributes=content_attributes,
             attachments=attachments,
@@ -1035,16 +1131,9 @@ class Emulator:
             if part.name == "attachments[]":
                 if len(attachments) == MAX_ATTACHMENTS:
                     raise _invalid(f"At most {MAX_ATTACHMENTS} attachments", "attachments")
-                name = part.filename or "file"
                 kind = part.headers.get("Content-Type", "application/octet-stream")
-                attachments.append({
-                    "id": len(self.state.attachments) + 1, "file_type":
-                    "image" if kind.startswith("image/") else "file",
-                    "extension": name.rsplit(".", 1)[-1] if "." in name else None,
-                    "data_url": f"/_emulator/attachments/{len(self.state.attachments) + 1}",
-                    "file_size": len(data), "name": name, "content_type": kind,
-                })
-                self.state.attachments.append(data)
+                attachments.append(self.attachment(request, part.filename or "file", kind,
+                                                   bytes(data)))
             elif part.name.startswith("content_attributes[") and part.name.endswith("]"):
                 value = data.decode()
                 body.setdefault("content_attributes", {})[part.name[19:-1]] = (
@@ -1112,13 +1201,47 @@ class Emulator:
         return web.json_response({"ok": True})
 
     async def _admin_reply(self, request: web.Request) -> web.Response:
+        """An agent's reply: ``content``, ``private`` and ``attachments`` (each ``name``,
+        ``content_type`` and base64 ``data``, as the page sends files)."""
         conversation_id = int(request.match_info["id"])
+        self._conversation(conversation_id)
         body = await _json_body(request)
-        content = _content(body.get("content"))
+        files = body.get("attachments") or []
+        if not isinstance(files, list) or len(files) > MAX_ATTACHMENTS:
+            raise _invalid(f"Attachments must be a list of at most {MAX_ATTACHMENTS}",
+                           "attachments")
+        attachments = [self.attachment(request, *_base64_file(f)) for f in files]
         message = await self.agent_reply(
-            conversation_id, content, _flag(body.get("private"), "private")
+            conversation_id, body.get("content"), _flag(body.get("private"), "private"),
+            attachments=attachments,
         )
         return web.json_response(message)
+
+    async def _admin_template(self, request: web.Request) -> web.Response:
+        """A template message (out-of-office, CSAT) with ``content``, as automations send."""
+        body = await _json_body(request)
+        message = await self.agent_reply(int(request.match_info["id"]), body.get("content"),
+                                         message_type=TEMPLATE)
+        return web.json_response(message)
+
+    async def _admin_edit(self, request: web.Request) -> web.Response:
+        """An agent edits a message's ``content`` (``message_updated``)."""
+        body = await _json_body(request)
+        message = await self.update_message(int(request.match_info["id"]), body.get("content"))
+        return web.json_response(message)
+
+    async def _admin_delete_message(self, request: web.Request) -> web.Response:
+        """An agent deletes a message (``message_updated``, ``deleted: true``)."""
+        return web.json_response(
+            await self.update_message(int(request.match_info["id"]), delete=True))
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """An uploaded file at its ``data_url`` (unauthenticated, like a signed blob URL)."""
+        index = int(request.match_info["id"]) - 1
+        if not 0 <= index < len(self.state.attachments):
+            raise _not_found()
+        return web.Response(body=self.state.attachments[index],
+                            content_type=self.state.attachment_types[index])
 
     # -- HTML page -----------------------------------------------------------------------
 
@@ -1173,14 +1296,20 @@ def _contact_html(contact: JSON) -> str:
 
 
 def _message_html(message: JSON) -> str:
-    kind = "incoming" if message["message_type"] == 0 else "outgoing"
+    kind = _TYPE_NAMES[message["message_type"]]
     label = f"{kind} (private note)" if message["private"] else kind
     when = datetime.fromtimestamp(message["created_at"], UTC)
+    files = "".join(f' <a class="file" href="{html.escape(a["data_url"])}">'
+                    f'{html.escape(a["name"])}</a>' for a in message["attachments"])
+    actions = ""
+    if kind != "incoming" and not message["content_attributes"].get("deleted"):
+        actions = _MESSAGE_ACTIONS.format(id=message["id"])
     return (
         f'<li class="{kind}"><span class="kind">{label}</span> '
         f'<time datetime="{_iso(message["created_at"])}">'
         f"{when.strftime('%Y-%m-%d %H:%M:%S UTC')}</time> "
-        f'<span class="content">{html.escape(message["content"])}</span></li>'
+        f'<span class="content">{html.escape(message["content"] or "")}</span>{files}'
+        f"{actions}</li>"
     )
 
 
@@ -1240,11 +1369,17 @@ _SECTION = """<section aria-labelledby="conversation-{id}">
 <form method="post" action="_emulator/conversations/{id}/reply"
  data-label="Reply to conversation {id}">
 <label for="reply-{id}">Reply as agent</label>
-<textarea id="reply-{id}" name="content" rows="2" required></textarea>
+<textarea id="reply-{id}" name="content" rows="2"></textarea>
+<label>Attach files <input type="file" name="attachments" multiple></label>
 <label><input type="checkbox" name="private" value="true"> Private note</label>
 <button type="submit">Send reply</button>
 </form>
 <div class="actions">
+<form method="post" action="_emulator/conversations/{id}/template"
+ data-label="Template message in conversation {id}">
+<input name="content" value="We are away right now and will reply soon." size="40" required>
+<button type="submit">Send template message</button>
+</form>
 <form method="post" action="_emulator/conversations/{id}/status"
  data-label="{toggle} conversation {id}">
 <input type="hidden" name="status" value="{new_status}">
@@ -1256,6 +1391,17 @@ _SECTION = """<section aria-labelledby="conversation-{id}">
 </form>
 </div>
 </section>"""
+
+_MESSAGE_ACTIONS = """<span class="actions">
+<form method="post" action="_emulator/messages/{id}/edit" data-label="Edit message {id}">
+<input name="content" aria-label="New text of message {id}" required>
+<button type="submit">Edit</button>
+</form>
+<form method="post" action="_emulator/messages/{id}/delete" data-label="Delete message {id}"
+ data-confirm="Delete message {id}?">
+<button type="submit">Delete</button>
+</form>
+</span>"""
 
 _CONTACT = """<li id="contact-{id}"><span>Contact {id}: {who}{details}</span>
 <form method="post" action="_emulator/contacts/{id}/delete" data-label="Delete contact {id}"
@@ -1270,19 +1416,31 @@ _CONTACT = """<li id="contact-{id}"><span>Contact {id}: {who}{details}</span>
 </form>
 </li>"""
 
-# Every form posts its fields as JSON (the admin endpoints take nothing else), then shows the
-# answer and the page as it is now.
-_SCRIPT = """document.addEventListener("submit", async (event) => {
+# Every form posts its fields as JSON (the admin endpoints take nothing else; files as
+# base64), then shows the answer and the page as it is now.
+_SCRIPT = """const base64 = (file) => new Promise((resolve, reject) => {
+  const reader = new FileReader();
+  reader.onload = () => resolve(reader.result.split(",", 2)[1]);
+  reader.onerror = () => reject(reader.error);
+  reader.readAsDataURL(file);
+});
+document.addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
   if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
-  const body = {};
-  for (const field of form.elements) {
-    if (field.name) body[field.name] = field.type === "checkbox" ? field.checked : field.value;
-  }
   const status = document.getElementById("status");
   status.textContent = `${form.dataset.label}…`;
   try {
+    const body = {};
+    for (const field of form.elements) {
+      if (!field.name) continue;
+      if (field.type === "file") {
+        body[field.name] = await Promise.all([...field.files].map(async (file) => (
+          {name: file.name, content_type: file.type, data: await base64(file)})));
+      } else {
+        body[field.name] = field.type === "checkbox" ? field.checked : field.value;
+      }
+    }
     const response = await fetch(form.action, {method: "POST", body: JSON.stringify(body),
                                                 headers: {"Content-Type": "application/json"}});
     const text = await response.text();

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ import structlog
 from livebridge.exceptions import Retryable
 from livebridge.livedesk.client import LivedeskClient, LivedeskError
 from livebridge.model import Attachment, InboundMessage
+from livebridge.source import Source
 from livebridge.store import Store
 
 __all__ = ["MAX_CONTENT", "MAX_FILES", "Delivery", "LivedeskSink", "render_content"]
@@ -94,12 +95,7 @@ def render_content(message: InboundMessage, limit: int = MAX_CONTENT) -> str:
     note that the file was not forwarded), truncated visibly past ``limit``."""
     uploaded = {id(a) for a in uploads(message)}
     parts = [message.text.strip()]
-    for a in message.attachments:
-        if id(a) in uploaded:
-            continue
-        size = f", {a.size} bytes" if a.size is not None else ""
-        where = a.url or "(file not forwarded)"
-        parts.append(f"[attachment] {a.name} ({a.content_type}{size}): {where}")
+    parts += [a.line() for a in message.attachments if id(a) not in uploaded]
     content = "\n\n".join(p for p in parts if p)
     if not content and not uploaded:
         content = "(empty message)"
@@ -113,8 +109,10 @@ class LivedeskSink:
     """Delivers inbound messages to one Livedesk inbox."""
 
     def __init__(self, client: LivedeskClient, store: Store, inbox_id: int,
-                 notify: Notify, *, settle: float = 20.0) -> None:
+                 notify: Notify, *, settle: float = 20.0,
+                 sources: Mapping[str, Source] | None = None) -> None:
         self.client = client
+        self.sources = sources or {}
         self.store = store
         self.inbox_id = inbox_id
         self.settle = settle
@@ -133,7 +131,14 @@ class LivedeskSink:
         return int(found) if found else None
 
     async def deliver(self, message: InboundMessage) -> Delivery:
-        """Deliver ``message``; raises ``LivedeskError`` (see ``.retryable``) on failure."""
+        """Deliver ``message``; raises ``LivedeskError`` (see ``.retryable``) on failure.
+
+        Its source (in ``sources``) first fetches the files it fetches late, so that their
+        bytes are uploaded without ever being stored in the outbox."""
+        source = self.sources.get(message.source)
+        if source is not None:
+            message = message.model_copy(
+                update={"attachments": await source.fetch_attachments(message)})
         contact_id, conversation_id = await self._conversation(
             message, await self._contact(message))
         in_reply_to = None
@@ -260,14 +265,21 @@ class LivedeskSink:
             await self.store.kv_set("conversation_pending", key, str(time.time()), PENDING_TTL)
             attributes = {**message.metadata, THREAD_TAG: tag}
             try:
-                conversation = await self.client.create_conversation(
-                    self.inbox_id, owner, custom_attributes=attributes)
+                try:
+                    conversation = await self.client.create_conversation(
+                        self.inbox_id, owner, custom_attributes=attributes)
+                except LivedeskError as exc:
+                    if exc.status != 404:  # 404: the mapped contact is gone from Livedesk
+                        raise
+                    owner = await self._contact(message, stale=owner)
+                    conversation = await self.client.create_conversation(
+                        self.inbox_id, owner, custom_attributes=attributes)
             except LivedeskError as exc:
-                if exc.status != 404:  # 404: the mapped contact is gone from Livedesk
-                    raise
-                owner = await self._contact(message, stale=owner)
-                conversation = await self.client.create_conversation(
-                    self.inbox_id, owner, custom_attributes=attributes)
+                if exc.status is not None and 400 <= exc.status < 500:
+                    # Refused (a 429, say): nothing was created, so the next attempt need not
+                    # wait for this one to settle.
+                    await self.store.kv_delete("conversation_pending", key)
+                raise
             return int(conversation["id"])
 
         conversation_id = await self._find_or_create("conversation", key, stale, create)

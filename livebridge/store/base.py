@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
-__all__ = ["DeadLetter", "OutboxItem", "OutboxStats", "Store"]
+__all__ = ["DeadLetter", "OutboxItem", "OutboxStats", "Store", "item_route", "route_of"]
 
 
 @dataclass(slots=True)
@@ -41,6 +41,8 @@ class OutboxItem:
     #: The token of the claim that handed the item out (None: not from ``claim``). The
     #: store checks it on ``complete``/``retry``/``dead_letter``; keep it on copies.
     claim: str | None = None
+    #: The route the item's thread belongs to ("": derived from the thread, ``route_of``).
+    route: str = ""
 
 
 @dataclass(slots=True)
@@ -57,6 +59,22 @@ class DeadLetter:
     attempts: int
     reason: str
     response: str | None
+
+
+def route_of(thread: str) -> str:
+    """The route of a thread key as livebridge writes them: reply threads are
+    ``reply\x1f<source>\x1f<thread>`` (route ``reply:<source>``), inbound threads
+    ``<source>\x1f<thread>`` (route ``livedesk``). Used for stores written before routes
+    were recorded, and for items that do not name their route."""
+    parts = thread.split("\x1f", 2)
+    if len(parts) == 3 and parts[0] == "reply":
+        return f"reply:{parts[1]}"
+    return "livedesk"
+
+
+def item_route(item: OutboxItem) -> str:
+    """The route of ``item``: its own, or the one its thread key implies."""
+    return item.route or route_of(item.thread)
 
 
 @dataclass(slots=True)
@@ -145,11 +163,13 @@ class Store(ABC):
     @abstractmethod
     async def enqueue(
         self, kind: str, source: str, dedupe_key: str, thread: str, payload: str,
-        dedupe_ttl: float,
+        dedupe_ttl: float, *, route: str | None = None,
     ) -> bool:
         """Durably add an item unless ``(source, dedupe_key)`` was seen within ``dedupe_ttl``.
 
-        Returns True if stored, False for a duplicate. Returns only after the commit.
+        ``route`` is the thread's route (None: ``route_of(thread)``); a thread keeps the
+        route of its first item. Returns True if stored, False for a duplicate. Returns only
+        after the commit.
         """
 
     @abstractmethod
@@ -163,8 +183,10 @@ class Store(ABC):
     # --- delivering -----------------------------------------------------------------------
 
     @abstractmethod
-    async def claim(self, limit: int, lease: float) -> list[OutboxItem]:
-        """Lease up to ``limit`` thread heads that are due, for ``lease`` seconds."""
+    async def claim(self, limit: int, lease: float, *, route: str | None = None
+                    ) -> list[OutboxItem]:
+        """Lease up to ``limit`` thread heads that are due, for ``lease`` seconds; only those
+        of ``route`` if given. The oldest due first."""
 
     @abstractmethod
     async def complete(self, item: OutboxItem) -> None:
@@ -172,9 +194,12 @@ class Store(ABC):
         still holds the thread: see the module's docstring)."""
 
     @abstractmethod
-    async def retry(self, item: OutboxItem, delay: float, error: str) -> None:
+    async def retry(self, item: OutboxItem, delay: float, error: str, *,
+                    count: bool = True) -> None:
         """Keep the item at its thread's head and make it due again after ``delay`` s
-        (nothing, if another claim holds the thread now)."""
+        (nothing, if another claim holds the thread now). ``count=False`` puts it back
+        without counting an attempt or recording ``error`` (it was throttled, or waited
+        behind an open breaker: nothing was wrong with the item)."""
 
     @abstractmethod
     async def dead_letter(self, item: OutboxItem, reason: str, response: str | None) -> None:

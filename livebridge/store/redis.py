@@ -6,8 +6,10 @@ Every change is one Lua script, so it is atomic, and every script reads the cloc
 
 - ``P item:<id>``: hash of one outbox item; ``P seq``: the id counter
 - ``P q:<thread>``: list of the thread's item ids, oldest first
-- ``P due``: sorted set of threads with items, scored by when their head may be claimed (ms):
-  now when ready, the retry time after ``retry``, the lease's end while leased
+- ``P due:<route>``: sorted set of the route's threads with items, scored by when their head
+  may be claimed (ms): now when ready, the retry time after ``retry``, the lease's end while
+  leased; ``P routes``: set of the route names (an older store's single ``P due`` set is
+  split into these on ``open``)
 - ``P leases``: hash thread → token of the claim that holds its lease (``OutboxItem.claim``)
 - ``P items``: sorted set of item ids by ``created_at`` (depth, oldest item)
 - ``P seen:<source>:<key>``: dedupe record with an expiry, set in the same script as the item
@@ -51,7 +53,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from livebridge.exceptions import LivebridgeError, StoreUnavailable
-from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store
+from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store, item_route, route_of
 
 __all__ = ["RedisStore"]
 
@@ -69,32 +71,35 @@ local function clock()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
          t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 end
-local function push(id, kind, source, thread, payload, created, ms)
+local function push(id, kind, source, thread, payload, created, ms, route)
   redis.call('HSET', P .. 'item:' .. id, 'kind', kind, 'source', source, 'thread', thread,
-             'payload', payload, 'created_at', created, 'attempts', 0)
+             'payload', payload, 'created_at', created, 'attempts', 0, 'route', route)
+  if redis.call('LLEN', P .. 'q:' .. thread) == 0 then
+    redis.call('ZADD', P .. 'due:' .. route, 'NX', ms, thread)
+    redis.call('SADD', P .. 'routes', route)
+  end
   redis.call('RPUSH', P .. 'q:' .. thread, id)
-  redis.call('ZADD', P .. 'due', 'NX', ms, thread)
   redis.call('ZADD', P .. 'items', created, id)
   redis.call('PUBLISH', P .. 'work', '1')
 end
 -- After an item left its thread: hand the thread on if this claim holds it (token), or if
 -- the caller has no token (an item not from claim) and really removed the item.
-local function release(thread, token, removed, ms)
+local function release(thread, token, removed, ms, due)
   local holder = redis.call('HGET', P .. 'leases', thread)
   if not ((token ~= '' and holder == token) or (token == '' and removed > 0)) then
     return
   end
   redis.call('HDEL', P .. 'leases', thread)
   if redis.call('LLEN', P .. 'q:' .. thread) > 0 then
-    redis.call('ZADD', P .. 'due', ms, thread)
+    redis.call('ZADD', due, ms, thread)
     redis.call('PUBLISH', P .. 'work', '1')
   else
-    redis.call('ZREM', P .. 'due', thread)
+    redis.call('ZREM', due, thread)
   end
 end
 """
 
-# ARGV: prefix, kind, source, seen key, thread, payload, dedupe ttl (ms; 0: no record)
+# ARGV: prefix, kind, source, seen key, thread, payload, dedupe ttl (ms; 0: no record), route
 _ENQUEUE = _LIB + """
 local ms, stamp = clock()
 local ttl = tonumber(ARGV[7])
@@ -102,17 +107,31 @@ if ttl > 0 and not redis.call('SET', ARGV[4], '1', 'NX', 'PX', ttl) then
   return 0
 end
 local id = redis.call('INCR', P .. 'seq')
-push(id, ARGV[2], ARGV[3], ARGV[5], ARGV[6], stamp, ms)
+push(id, ARGV[2], ARGV[3], ARGV[5], ARGV[6], stamp, ms, ARGV[8])
 return id
 """
 
-# ARGV: prefix, limit, lease (ms), token
+# ARGV: prefix, limit, lease (ms), token, route ('': every route)
 _CLAIM = _LIB + """
 local ms = clock()
-local threads = redis.call('ZRANGEBYSCORE', P .. 'due', '-inf', ms, 'LIMIT', 0,
-                           tonumber(ARGV[2]))
+local limit = tonumber(ARGV[2])
+local due = {}
+local routes = {ARGV[5]}
+if ARGV[5] == '' then
+  routes = redis.call('SMEMBERS', P .. 'routes')
+end
+for _, route in ipairs(routes) do
+  local key = P .. 'due:' .. route
+  local found = redis.call('ZRANGEBYSCORE', key, '-inf', ms, 'WITHSCORES', 'LIMIT', 0, limit)
+  for i = 1, #found, 2 do
+    due[#due + 1] = {found[i], tonumber(found[i + 1]), route, key}
+  end
+end
+table.sort(due, function(a, b) return a[2] < b[2] end)
 local out = {}
-for _, thread in ipairs(threads) do
+for n, entry in ipairs(due) do
+  if n > limit then break end
+  local thread, route, key = entry[1], entry[3], entry[4]
   local q = P .. 'q:' .. thread
   local id, f = nil, nil
   while true do
@@ -125,18 +144,18 @@ for _, thread in ipairs(threads) do
     redis.call('ZREM', P .. 'items', id)
   end
   if id then
-    redis.call('ZADD', P .. 'due', ms + tonumber(ARGV[3]), thread)
+    redis.call('ZADD', key, ms + tonumber(ARGV[3]), thread)
     redis.call('HSET', P .. 'leases', thread, ARGV[4])
-    out[#out + 1] = {id, thread, f[1], f[2], f[3], f[4], f[5], f[6]}
+    out[#out + 1] = {id, thread, f[1], f[2], f[3], f[4], f[5], f[6], route}
   else
-    redis.call('ZREM', P .. 'due', thread)
+    redis.call('ZREM', key, thread)
     redis.call('HDEL', P .. 'leases', thread)
   end
 end
 return out
 """
 
-# ARGV: prefix, thread, id, token
+# ARGV: prefix, thread, id, token, route
 _COMPLETE = _LIB + """
 local ms = clock()
 local removed = redis.call('LREM', P .. 'q:' .. ARGV[2], 1, ARGV[3])
@@ -144,11 +163,11 @@ if removed > 0 then
   redis.call('DEL', P .. 'item:' .. ARGV[3])
   redis.call('ZREM', P .. 'items', ARGV[3])
 end
-release(ARGV[2], ARGV[4], removed, ms)
+release(ARGV[2], ARGV[4], removed, ms, P .. 'due:' .. ARGV[5])
 return removed
 """
 
-# ARGV: prefix, thread, id, token, delay (ms), error
+# ARGV: prefix, thread, id, token, route, delay (ms), error, count (0/1)
 _RETRY = _LIB + """
 local ms = clock()
 local holder = redis.call('HGET', P .. 'leases', ARGV[2])
@@ -156,18 +175,21 @@ if ARGV[4] ~= '' and holder ~= ARGV[4] then
   return 0  -- the lease ran out and another claim holds the thread now
 end
 local item = P .. 'item:' .. ARGV[3]
+local due = P .. 'due:' .. ARGV[5]
 if redis.call('EXISTS', item) == 0 then
-  release(ARGV[2], ARGV[4], 0, ms)
+  release(ARGV[2], ARGV[4], 0, ms, due)
   return 0
 end
-redis.call('HINCRBY', item, 'attempts', 1)
-redis.call('HSET', item, 'last_error', ARGV[6])
+if ARGV[8] == '1' then
+  redis.call('HINCRBY', item, 'attempts', 1)
+  redis.call('HSET', item, 'last_error', ARGV[7])
+end
 redis.call('HDEL', P .. 'leases', ARGV[2])
-redis.call('ZADD', P .. 'due', ms + tonumber(ARGV[5]), ARGV[2])
+redis.call('ZADD', due, ms + tonumber(ARGV[6]), ARGV[2])
 return 1
 """
 
-# ARGV: prefix, thread, id, token, reason, response, has response (0/1)
+# ARGV: prefix, thread, id, token, reason, response, has response (0/1), route
 _DEAD_LETTER = _LIB + """
 local ms, stamp = clock()
 if ARGV[4] ~= '' and redis.call('HGET', P .. 'leases', ARGV[2]) ~= ARGV[4] then
@@ -183,7 +205,7 @@ if removed > 0 then
   local dl = P .. 'dl:' .. ARGV[3]
   redis.call('HSET', dl, 'kind', f[1], 'source', f[2], 'thread', ARGV[2], 'payload', f[3],
              'created_at', f[4], 'failed_at', stamp, 'attempts', tonumber(f[5]) + 1,
-             'reason', ARGV[5])
+             'reason', ARGV[5], 'route', ARGV[8])
   if ARGV[7] == '1' then
     redis.call('HSET', dl, 'response', ARGV[6])
   end
@@ -191,20 +213,21 @@ if removed > 0 then
   redis.call('DEL', item)
   redis.call('ZREM', P .. 'items', ARGV[3])
 end
-release(ARGV[2], ARGV[4], removed, ms)
+release(ARGV[2], ARGV[4], removed, ms, P .. 'due:' .. ARGV[8])
 return removed
 """
 
-# ARGV: prefix, letter id. The replayed item is new: created now, no attempts yet.
+# ARGV: prefix, letter id, its route if the letter has none (an older store's). The replayed
+# item is new: created now, no attempts yet.
 _REPLAY = _LIB + """
 local ms, stamp = clock()
 local dl = P .. 'dl:' .. ARGV[2]
-local f = redis.call('HMGET', dl, 'kind', 'source', 'thread', 'payload')
+local f = redis.call('HMGET', dl, 'kind', 'source', 'thread', 'payload', 'route')
 if not f[1] then
   return 0
 end
 local id = redis.call('INCR', P .. 'seq')
-push(id, f[1], f[2], f[3], f[4], stamp, ms)
+push(id, f[1], f[2], f[3], f[4], stamp, ms, f[5] or ARGV[3])
 redis.call('DEL', dl)
 redis.call('ZREM', P .. 'dead', ARGV[2])
 return 1
@@ -232,10 +255,13 @@ return redis.call('DEL', P .. 'dl:' .. ARGV[2])
 _STATS = _LIB + """
 local ms = clock()
 local in_flight = 0
+local routes = redis.call('SMEMBERS', P .. 'routes')
 for _, thread in ipairs(redis.call('HKEYS', P .. 'leases')) do
-  local score = redis.call('ZSCORE', P .. 'due', thread)
-  if score and tonumber(score) > ms then
-    in_flight = in_flight + 1
+  for _, route in ipairs(routes) do
+    local score = redis.call('ZSCORE', P .. 'due:' .. route, thread)
+    if score and tonumber(score) > ms then
+      in_flight = in_flight + 1
+    end
   end
 end
 local oldest = redis.call('ZRANGE', P .. 'items', 0, 0, 'WITHSCORES')
@@ -321,6 +347,8 @@ class RedisStore(Store):
 
     #: How long a lock outlives a holder that stopped renewing it (a dead daemon).
     lock_ttl = 15.0
+    #: Whether an older store's single ``due`` set was looked for (on the first claim).
+    _due_split = False
 
     #: How long ``ping``'s health record lives (s).
     health_ttl = 10.0
@@ -390,6 +418,26 @@ class RedisStore(Store):
         with _unavailable():
             return await self._scripts[script](keys=list(keys), args=[self.prefix, *args])
 
+    async def _split_due(self) -> None:
+        """Move the threads of an older store's single ``due`` set into per-route sets (once,
+        before this instance's first claim)."""
+        client, old = self._client(), self.prefix + "due"
+        with _unavailable():
+            entries: list[Any] = await client.zrange(old, 0, -1, withscores=True)
+            self._due_split = True
+            if not entries:
+                return
+            routes: dict[str, dict[str, float]] = {}
+            for thread, score in entries:
+                routes.setdefault(route_of(str(thread)), {})[str(thread)] = float(score)
+            pipe = client.pipeline(transaction=True)
+            for route, scored in routes.items():
+                pipe.zadd(f"{self.prefix}due:{route}", scored, nx=True)
+                pipe.sadd(self.prefix + "routes", route)
+            pipe.delete(old)
+            await pipe.execute()
+        log.info("outbox split into routes", routes=sorted(routes))
+
     async def _listen(self) -> None:
         """Signal work whenever any daemon announces it (resubscribing after outages)."""
         channel = self.prefix + "work"
@@ -412,10 +460,10 @@ class RedisStore(Store):
 
     async def enqueue(
         self, kind: str, source: str, dedupe_key: str, thread: str, payload: str,
-        dedupe_ttl: float,
+        dedupe_ttl: float, *, route: str | None = None,
     ) -> bool:
         stored = await self._run("enqueue", kind, source, self._seen_key(source, dedupe_key),
-                                 thread, payload, _ms(dedupe_ttl))
+                                 thread, payload, _ms(dedupe_ttl), route or route_of(thread))
         if stored:
             self._signal_work()
         return bool(stored)
@@ -433,24 +481,31 @@ class RedisStore(Store):
 
     # --- delivering -----------------------------------------------------------------------
 
-    async def claim(self, limit: int, lease: float) -> list[OutboxItem]:
+    async def claim(self, limit: int, lease: float, *, route: str | None = None
+                    ) -> list[OutboxItem]:
         if limit <= 0:
             return []
+        if not self._due_split:
+            await self._split_due()
         token = self._claim_token()
-        rows = await self._run("claim", limit, _ms(lease), token)
+        rows = await self._run("claim", limit, _ms(lease), token, route or "")
         return [OutboxItem(str(id_), kind, source, thread, payload, float(created), int(attempts),
-                           error, claim=token)
-                for id_, thread, kind, source, payload, created, attempts, error in rows]
+                           error, claim=token, route=item_route)
+                for id_, thread, kind, source, payload, created, attempts, error, item_route
+                in rows]
 
     async def complete(self, item: OutboxItem) -> None:
-        await self._run("complete", item.thread, item.id, item.claim or "")
+        await self._run("complete", item.thread, item.id, item.claim or "", item_route(item))
 
-    async def retry(self, item: OutboxItem, delay: float, error: str) -> None:
-        await self._run("retry", item.thread, item.id, item.claim or "", _ms(delay), error)
+    async def retry(self, item: OutboxItem, delay: float, error: str, *,
+                    count: bool = True) -> None:
+        await self._run("retry", item.thread, item.id, item.claim or "", item_route(item),
+                        _ms(delay), error, "1" if count else "0")
 
     async def dead_letter(self, item: OutboxItem, reason: str, response: str | None) -> None:
         await self._run("dead_letter", item.thread, item.id, item.claim or "",
-                        reason, response or "", "0" if response is None else "1")
+                        reason, response or "", "0" if response is None else "1",
+                        item_route(item))
 
     async def release_all(self) -> None:
         """Nothing to do: leases are shared by all daemons and run out by themselves."""
@@ -488,7 +543,10 @@ class RedisStore(Store):
         return None if row[0] is None else _dead_letter(letter_id, row)
 
     async def replay_dead_letter(self, letter_id: str) -> bool:
-        replayed = bool(await self._run("replay", letter_id))
+        letter = await self.get_dead_letter(letter_id)
+        if letter is None:
+            return False
+        replayed = bool(await self._run("replay", letter_id, route_of(letter.thread)))
         if replayed:
             self._signal_work()
         return replayed

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from livebridge.exceptions import LivebridgeError, StoreUnavailable
-from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store
+from livebridge.store.base import DeadLetter, OutboxItem, OutboxStats, Store, item_route, route_of
 
 __all__ = ["SQLiteStore", "enqueue_op"]
 
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_thread ON outbox (thread, id);
 CREATE TABLE IF NOT EXISTS threads (
     thread TEXT PRIMARY KEY, due_at REAL NOT NULL, leased_until REAL NOT NULL DEFAULT 0,
-    claim TEXT
+    claim TEXT, route TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS threads_due ON threads (due_at);
 CREATE TABLE IF NOT EXISTS seen (
@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, source TEXT NOT NULL, thread TEXT NOT NULL, payload TEXT NOT NULL,
     created_at REAL NOT NULL, failed_at REAL NOT NULL, attempts INTEGER NOT NULL,
-    reason TEXT NOT NULL, response TEXT
+    reason TEXT NOT NULL, response TEXT, route TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -146,9 +146,7 @@ class SQLiteStore(Store):
         # busy handler: it waits for the CLI's locks in the worker thread (_begin).
         busy_ms = 0 if self.exclusive else int(_BUSY_TIMEOUT * 1000)
         conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(threads)")}
-        if "claim" not in columns:  # a store written by an older livebridge
-            conn.execute("ALTER TABLE threads ADD COLUMN claim TEXT")
+        _migrate(conn)
         return conn
 
     async def close(self) -> None:
@@ -274,10 +272,11 @@ class SQLiteStore(Store):
 
     async def enqueue(
         self, kind: str, source: str, dedupe_key: str, thread: str, payload: str,
-        dedupe_ttl: float,
+        dedupe_ttl: float, *, route: str | None = None,
     ) -> bool:
         stored = await self._run(
-            lambda c: enqueue_op(c, kind, source, dedupe_key, thread, payload, dedupe_ttl)
+            lambda c: enqueue_op(c, kind, source, dedupe_key, thread, payload, dedupe_ttl,
+                                 route)
         )
         if stored:
             self._depth += 1
@@ -307,21 +306,20 @@ class SQLiteStore(Store):
 
     # --- delivering -----------------------------------------------------------------------
 
-    async def claim(self, limit: int, lease: float) -> list[OutboxItem]:
+    async def claim(self, limit: int, lease: float, *, route: str | None = None
+                    ) -> list[OutboxItem]:
         token = self._claim_token()
+        where = "" if route is None else "route=? AND "
 
         def op(c: sqlite3.Connection) -> list[OutboxItem]:
             now = time.time()
-            threads = [
-                row[0]
-                for row in c.execute(
-                    "SELECT thread FROM threads WHERE due_at<=? AND leased_until<=? "
-                    "ORDER BY due_at LIMIT ?",
-                    (now, now, limit),
-                )
-            ]
+            threads = c.execute(
+                f"SELECT thread, route FROM threads WHERE {where}due_at<=? AND "  # noqa: S608
+                "leased_until<=? ORDER BY due_at LIMIT ?",
+                (*([] if route is None else [route]), now, now, limit),
+            ).fetchall()
             items = []
-            for thread in threads:
+            for thread, thread_route in threads:
                 row = c.execute(
                     "SELECT id, kind, source, thread, payload, created_at, attempts, last_error "
                     "FROM outbox WHERE thread=? ORDER BY id LIMIT 1",
@@ -334,7 +332,7 @@ class SQLiteStore(Store):
                           (now + lease, token, thread))
                 id_, kind, source, _, payload, created, attempts, error = row
                 items.append(OutboxItem(str(id_), kind, source, thread, payload, created,
-                                        attempts, error, claim=token))
+                                        attempts, error, claim=token, route=thread_route))
             return items
 
         return await self._run(op)
@@ -351,13 +349,15 @@ class SQLiteStore(Store):
             self._depth -= 1
         self._signal_work()
 
-    async def retry(self, item: OutboxItem, delay: float, error: str) -> None:
+    async def retry(self, item: OutboxItem, delay: float, error: str, *,
+                    count: bool = True) -> None:
         def op(c: sqlite3.Connection) -> None:
             if item.claim is not None and not _holds(c, item):
                 return  # the lease ran out and another claim holds the thread now
             changed = c.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=? WHERE id=?",
-                (error, int(item.id)),
+                "UPDATE outbox SET attempts=attempts+?, last_error=coalesce(?, last_error) "
+                "WHERE id=?",
+                (int(count), error if count else None, int(item.id)),
             ).rowcount
             if not changed:  # gone (a late complete of an earlier claim): hand on if ours
                 if item.claim is not None:
@@ -381,9 +381,9 @@ class SQLiteStore(Store):
                 return False
             c.execute(
                 "INSERT INTO dead_letters (kind, source, thread, payload, created_at, failed_at,"
-                " attempts, reason, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " attempts, reason, response, route) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (item.kind, item.source, item.thread, item.payload, item.created_at, time.time(),
-                 item.attempts + 1, reason, response),
+                 item.attempts + 1, reason, response, item_route(item)),
             )
             return True
 
@@ -443,9 +443,11 @@ class SQLiteStore(Store):
             if row is None:
                 return False
             _, kind, source, thread, payload = row[:5]
+            route = c.execute("SELECT route FROM dead_letters WHERE id=?", (row[0],)).fetchone()
             # A new item: its age and attempts count from now, or an item dead-lettered for
             # its age would be given up again on its first failure.
-            _insert_item(c, kind, source, thread, payload, time.time())
+            _insert_item(c, kind, source, thread, payload, time.time(),
+                         route[0] or route_of(thread))
             c.execute("DELETE FROM dead_letters WHERE id=?", (row[0],))
             return True
 
@@ -504,7 +506,7 @@ class SQLiteStore(Store):
 
 def enqueue_op(
     c: sqlite3.Connection, kind: str, source: str, dedupe_key: str, thread: str, payload: str,
-    dedupe_ttl: float,
+    dedupe_ttl: float, route: str | None = None,
 ) -> bool:
     """``SQLiteStore.enqueue``'s statements, in the caller's transaction (the benchmarks run
     them with a commit each, as a store without group commit would)."""
@@ -518,20 +520,20 @@ def enqueue_op(
         "INSERT OR REPLACE INTO seen (source, key, expires_at) VALUES (?, ?, ?)",
         (source, dedupe_key, now + dedupe_ttl),
     )
-    _insert_item(c, kind, source, thread, payload, now)
+    _insert_item(c, kind, source, thread, payload, now, route or route_of(thread))
     return True
 
 
 def _insert_item(
-    c: sqlite3.Connection, kind: str, source: str, thread: str, payload: str, created_at: float
+    c: sqlite3.Connection, kind: str, source: str, thread: str, payload: str, created_at: float,
+    route: str,
 ) -> None:
     c.execute(
         "INSERT INTO outbox (kind, source, thread, payload, created_at) VALUES (?, ?, ?, ?, ?)",
         (kind, source, thread, payload, created_at),
     )
-    c.execute(
-        "INSERT OR IGNORE INTO threads (thread, due_at) VALUES (?, ?)", (thread, time.time())
-    )
+    c.execute("INSERT OR IGNORE INTO threads (thread, due_at, route) VALUES (?, ?, ?)",
+              (thread, time.time(), route))
 
 
 def _holds(c: sqlite3.Connection, item: OutboxItem) -> bool:
@@ -554,6 +556,24 @@ def _hand_on(c: sqlite3.Connection, thread: str) -> None:
         )
     else:
         c.execute("DELETE FROM threads WHERE thread=?", (thread,))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older livebridge up to date: the ``claim`` column, and
+    the ``route`` columns (filled in from the thread keys, ``route_of``)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(threads)")}
+    if "claim" not in columns:
+        conn.execute("ALTER TABLE threads ADD COLUMN claim TEXT")
+    for table in ("threads", "dead_letters"):
+        if "route" in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            continue
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN route TEXT NOT NULL DEFAULT ''")
+            threads = [row[0] for row in conn.execute(f"SELECT DISTINCT thread FROM {table}")]  # noqa: S608
+            conn.executemany(f"UPDATE {table} SET route=? WHERE thread=?",  # noqa: S608
+                             [(route_of(thread), thread) for thread in threads])
+    conn.execute("CREATE INDEX IF NOT EXISTS threads_route_due ON threads (route, due_at)")
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

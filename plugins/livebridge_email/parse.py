@@ -10,19 +10,22 @@ from __future__ import annotations
 import email.errors
 import email.header
 import email.utils
+import html as html_lib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser, HeaderParser
-from html.parser import HTMLParser
 
 from livebridge import text_codec
 
 __all__ = [
+    "MAX_HTML_TEXT",
+    "MAX_MIME_PARTS",
     "ParsedAttachment",
     "ParsedEmail",
+    "TooManyParts",
     "decode_text",
     "header_block",
     "html_to_text",
@@ -32,6 +35,15 @@ __all__ = [
 ]
 
 _ID = re.compile(r"<([^<>\s]+)>")
+#: Characters of text taken from one HTML body (the source cuts text much shorter).
+MAX_HTML_TEXT = 1 << 20
+#: MIME parts a message may have.
+MAX_MIME_PARTS = 1000
+_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))',
+                       re.IGNORECASE)
+_DELIMITER = re.compile(rb"^--(\S{1,202})", re.MULTILINE)
+_ENCODED_WORD = re.compile(r"=\?([^?\s*]{1,64})((?:\*[^?\s]{0,64})?\?[bBqQ]\?)")
+_RFC2231_CHARSET = re.compile(r"""(\*(?:\d{1,3}\*)?=\s*"?)([^'"\s;]{1,64})'""")
 _COPIED_HEADERS = ("To", "Cc")
 _DELIVERY_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To")
 _AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply")
@@ -100,8 +112,19 @@ def decode_text(data: bytes, charset: str | None) -> str:
     return data.decode(codec if codec not in ("", "ascii") else "cp1252", "replace")
 
 
+class TooManyParts(ValueError):
+    """A message with more than ``MAX_MIME_PARTS`` MIME parts (refused before parsing)."""
+
+
 def parse_bytes(raw: bytes, keep_bytes: int) -> ParsedEmail:
-    """Parse a whole RFC 5322 message; attachment bytes are kept up to ``keep_bytes`` each."""
+    """Parse a whole RFC 5322 message; attachment bytes are kept up to ``keep_bytes`` each.
+
+    Raises ``TooManyParts`` past ``MAX_MIME_PARTS``; encoded words and parameters in
+    charsets outside ``TEXT_CHARSETS`` are read as unknown 8-bit text, never decoded by a
+    slow codec."""
+    if _mime_parts(raw) > MAX_MIME_PARTS:
+        raise TooManyParts(f"more than {MAX_MIME_PARTS} MIME parts")
+    raw = _safe_charsets(raw.decode("latin-1")).encode("latin-1")
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     body = _Body(keep_bytes)
@@ -115,7 +138,8 @@ def header_block(pairs: Iterable[tuple[str, str]]) -> EmailMessage:
     for name, value in pairs:
         if name.strip() and ":" not in name:
             lines.append(f"{name.strip()}: {' '.join(str(value).splitlines())}")
-    msg = HeaderParser(policy=policy.default).parsestr("\n".join(lines) + "\n\n")
+    msg = HeaderParser(policy=policy.default).parsestr(_safe_charsets("\n".join(lines))
+                                                       + "\n\n")
     assert isinstance(msg, EmailMessage)
     return msg
 
@@ -167,9 +191,41 @@ def _unsurrogate(value: str) -> str:
     return decode_text(value.encode("utf-8", "surrogateescape"), None)
 
 
+def _mime_parts(raw: bytes) -> int:
+    """How many delimiter lines of the boundaries ``raw`` declares it has (counted up to
+    one past ``MAX_MIME_PARTS``): a bound on its MIME parts, found in one pass."""
+    boundaries = {m.group(1) or m.group(2) for m in _BOUNDARY.finditer(raw)}
+    count = 0
+    for line in _DELIMITER.finditer(raw):
+        token = line.group(1)
+        if token in boundaries or token.removesuffix(b"--") in boundaries:
+            count += 1
+            if count > MAX_MIME_PARTS:
+                break
+    return count
+
+
+def _safe_charsets(text: str) -> str:
+    """``text`` with the charsets of its RFC 2047 encoded words and RFC 2231 parameters
+    that are not ``TEXT_CHARSETS`` replaced by ones the parser reads as unknown bytes."""
+
+    def word(m: re.Match[str]) -> str:
+        return m.group(0) if _allowed(m.group(1)) else f"=?unknown-8bit{m.group(2)}"
+
+    def parameter(m: re.Match[str]) -> str:
+        return m.group(0) if _allowed(m.group(2)) else f"{m.group(1)}x-unknown'"
+
+    return _RFC2231_CHARSET.sub(parameter, _ENCODED_WORD.sub(word, text))
+
+
+def _allowed(charset: str) -> bool:
+    name = charset.lower()
+    return text_codec(_SUPERSETS.get(name, name)) is not None
+
+
 def _decode_words(value: str) -> str:
     try:
-        return str(email.header.make_header(email.header.decode_header(value)))
+        return str(email.header.make_header(email.header.decode_header(_safe_charsets(value))))
     except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
         return value
 
@@ -192,9 +248,9 @@ def _addresses(msg: Message, name: str) -> list[tuple[str | None, str]]:
     try:
         for header in msg.get_all(name) or []:
             for address in getattr(header, "addresses", ()):
-                if "@" in address.addr_spec:
+                if "@" in address.addr_spec:  # raw 8-bit (UTF-8) addresses too
                     display = _unsurrogate(address.display_name).strip()
-                    found.append((display or None, address.addr_spec.lower()))
+                    found.append((display or None, _unsurrogate(address.addr_spec).lower()))
     except Exception:  # fall back to the lenient parser below
         found = []
         raw = [value for key, value in msg.raw_items() if key.lower() == name.lower()]
@@ -309,7 +365,7 @@ def _unflow(part: Message, text: str) -> str:
     if str(part.get_param("format") or "").lower() != "flowed":
         return text
     delsp = str(part.get_param("delsp") or "").lower() == "yes"
-    out: list[str] = []
+    out: list[list[str]] = []  # each line in pieces, joined once at the end
     soft_before, depth_before = False, -1
     for line in text.split("\n"):
         content = line.lstrip(">")
@@ -319,11 +375,11 @@ def _unflow(part: Message, text: str) -> str:
         if soft and delsp:
             content = content[:-1]
         if soft_before and depth == depth_before:
-            out[-1] += content
+            out[-1].append(content)
         else:
-            out.append(("> " * depth) + content)
+            out.append([("> " * depth) + content])
         soft_before, depth_before = soft, depth
-    return "\n".join(out)
+    return "\n".join("".join(pieces) for pieces in out)
 
 
 # --- HTML -------------------------------------------------------------------------------
@@ -333,20 +389,78 @@ _PARAGRAPH = {"p", "div", "table", "ul", "ol", "blockquote", "pre", "hr", "h1", 
               "h4", "h5", "h6", "section", "article", "header", "footer", "address", "dl"}
 _LINE = {"tr", "li", "dt", "dd"}
 _SPACE = re.compile(r"\s+")
+#: Quote markers shown at most per line, however deep ``<blockquote>``s nest.
+_MAX_QUOTE = 10
 
 
-class _HTMLText(HTMLParser):
-    """Readable plain text from HTML: paragraphs, lists, tables, quoted blocks, link targets."""
+_MARKUP = re.compile(r"<(!--|[!?]|/?[a-zA-Z])")
+#: The rest of a tag after ``<`` or ``</``: its name, its attributes (quoted values may hold
+#: ``>``) and the closing ``>``, empty when the input ends first. It always matches, and its
+#: alternatives start with different characters: no backtracking.
+_TAG = re.compile(r"""([a-zA-Z][^\s/>]*)((?:[^>"']+|"[^"]*(?:"|\Z)|'[^']*(?:'|\Z))*)(>?)""")
+_ATTRIBUTE = re.compile(r"""([^\s=/>"']+)\s*(?:=\s*("[^"]*"|'[^']*'|[^\s>"']+))?""")
+_RAW_TEXT = {"script", "style", "title", "textarea"}
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
+
+class _HTMLText:
+    """Readable plain text from HTML: paragraphs, lists, tables, quoted blocks, link targets.
+
+    Linear in the input. The markup is read in one pass, each construct scanned once (one
+    left open reaches the end of the input, as HTML5 reads it: the standard library's
+    ``HTMLParser`` rescans those, in quadratic time). The current line is a list of pieces
+    (what is known of it is kept as flags, never re-read), one link is open at a time (an
+    ``<a>`` closes the one before, as in browsers), quote marks are capped at ``_MAX_QUOTE``
+    deep, and text stops being collected past ``limit`` characters."""
+
+    def __init__(self, limit: int) -> None:
         self.lines: list[str] = []
-        self.line = ""
+        self.line: list[str] = []
+        self.blank = True  # the line has no visible text yet
+        self.spaced = False  # the line ends with a space
+        self.gap = True  # the last line is empty (but for quote marks), or there is none
+        self.size = 0
+        self.limit = limit
         self.skip = 0
         self.quote = 0
         self.pre = 0
         self.lists: list[int] = []  # -1 for <ul>, else the next <ol> number
-        self.links: list[tuple[str, list[str]]] = []  # (href, label text so far)
+        self.link: tuple[str, list[str]] | None = None  # (href, label text so far)
+
+    def feed(self, html: str) -> None:
+        """Read a whole document."""
+        pos, n = 0, len(html)
+        while pos < n:
+            markup = _MARKUP.search(html, pos)
+            if markup is None:
+                self.handle_data(html_lib.unescape(html[pos:]))
+                return
+            if markup.start() > pos:
+                self.handle_data(html_lib.unescape(html[pos:markup.start()]))
+            kind = markup.group(1)
+            if kind in ("!--", "!", "?"):  # a comment, a declaration, a processing instruction
+                end = html.find("-->" if kind == "!--" else ">", markup.end())
+                if end < 0:
+                    return
+                pos = end + (3 if kind == "!--" else 1)
+                continue
+            tag = _TAG.match(html, markup.end() - 1)
+            assert tag is not None  # it always matches
+            if not tag.group(3):
+                return  # the input ends inside a tag
+            name, pos = tag.group(1).lower(), tag.end()
+            if kind.startswith("/"):
+                self.handle_endtag(name)
+                continue
+            attrs = [(k.lower(), html_lib.unescape(v.strip("\"'")) if v else None)
+                     for k, v in _ATTRIBUTE.findall(tag.group(2))] if name == "a" else []
+            self.handle_starttag(name, attrs)
+            if name in _RAW_TEXT:  # its text runs to its end tag, markup or not
+                closing = re.compile(rf"</{name}[\s/>]", re.IGNORECASE).search(html, pos)
+                if closing is None:
+                    return
+                if name == "textarea":
+                    self.handle_data(html_lib.unescape(html[pos:closing.start()]))
+                pos = closing.start()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP:
@@ -363,13 +477,14 @@ class _HTMLText(HTMLParser):
             self._newline()
             if tag == "li":
                 number = self.lists[-1] if self.lists else -1
-                self.line += "- " if number < 0 else f"{number}. "
+                self._add("- " if number < 0 else f"{number}. ")
                 if number > 0:
                     self.lists[-1] += 1
-        elif tag in ("td", "th") and self.line.strip():
-            self.line += " | "
+        elif tag in ("td", "th") and not self.blank:
+            self._add(" | ")
         elif tag == "a":
-            self.links.append((dict(attrs).get("href") or "", []))
+            self._close_link()
+            self.link = (dict(attrs).get("href") or "", [])
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP:
@@ -384,47 +499,63 @@ class _HTMLText(HTMLParser):
                 self.lists.pop()
         elif tag in _LINE:
             self._newline()
-        elif tag == "a" and self.links:
-            href, label = self.links.pop()
+        elif tag == "a":
+            self._close_link()
+
+    def _close_link(self) -> None:
+        if self.link is not None:
+            href, label = self.link
+            self.link = None
             if href.startswith(("http://", "https://")) and href not in "".join(label):
-                self.line += f" ({href})"
+                self._add(f" ({href})")
 
     def handle_data(self, data: str) -> None:
-        if self.skip:
+        if self.skip or self.size > self.limit:
             return
-        for _, label in self.links:
-            label.append(data)
+        if self.link is not None:
+            self.link[1].append(data)
         if self.pre:
             first, *rest = data.split("\n")
-            self.line += first
+            self._add(first)
             for piece in rest:
                 self._newline(force=True)
-                self.line += piece
+                self._add(piece)
             return
         text = _SPACE.sub(" ", data)
-        if not self.line.strip() or self.line.endswith(" "):
+        if self.blank or self.spaced:
             text = text.lstrip()
-        self.line += text
+        self._add(text)
+
+    def _add(self, text: str) -> None:
+        if text:
+            self.line.append(text)
+            self.size += len(text)
+            self.blank = self.blank and not text.strip()
+            self.spaced = text[-1].isspace()
 
     def _newline(self, force: bool = False) -> None:
-        if self.line.strip() or force:
-            self.lines.append((("> " * self.quote) + self.line.strip()).rstrip())
-        self.line = ""
+        if not self.blank or force:
+            line = "".join(self.line).strip()
+            self.lines.append(("> " * min(self.quote, _MAX_QUOTE) + line).rstrip())
+            self.gap = not line.strip("> ")
+        self.line, self.blank, self.spaced = [], True, False
 
     def _paragraph(self) -> None:
         self._newline()
-        if self.lines and self.lines[-1].strip("> "):
-            self.lines.append((">" * self.quote).rstrip())
+        if not self.gap:
+            self.lines.append((">" * min(self.quote, _MAX_QUOTE)).rstrip())
+            self.gap = True
 
     def text(self) -> str:
         """The text so far, blank runs collapsed."""
+        self._close_link()
         self._newline()
         return re.sub(r"\n{3,}", "\n\n", "\n".join(self.lines)).strip()
 
 
-def html_to_text(html: str) -> str:
-    """HTML as readable plain text (blockquotes become ``> `` lines, links keep their URL)."""
-    parser = _HTMLText()
+def html_to_text(html: str, limit: int = MAX_HTML_TEXT) -> str:
+    """HTML as readable plain text (blockquotes become ``> `` lines, links keep their URL),
+    in time linear in ``html``; text past about ``limit`` characters is left out."""
+    parser = _HTMLText(limit)
     parser.feed(html)
-    parser.close()
     return parser.text()

@@ -11,18 +11,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import formataddr
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
 
-from livebridge import BodyError, read_body, read_multipart
-from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
+from livebridge import (
+    BodyError,
+    equal,
+    hmac_sha256_hex,
+    mailbox,
+    read_body,
+    read_multipart,
+    timestamp_problem,
+)
 from livebridge_email.parse import (
+    MAX_MIME_PARTS,
     ParsedAttachment,
     ParsedEmail,
+    TooManyParts,
     decode_text,
     header_block,
     parse_bytes,
@@ -39,11 +47,16 @@ from livebridge_email.sns import (
 if TYPE_CHECKING:
     from livebridge_email.source import EmailSource
 
-__all__ = ["PROVIDERS", "Incoming", "Provider", "Refused", "Unauthenticated"]
+__all__ = ["MAX_FIELDS", "MAX_FILES", "MAX_SIGNATURE_FIELD", "PROVIDERS", "Incoming",
+           "Provider", "Refused", "Unauthenticated"]
 
 _FETCH_MAX_BYTES = 64 * 1024
 #: Files a multipart form may carry (the body cap bounds their bytes).
-_MAX_FILES = 500
+MAX_FILES = 500
+#: Fields (parts) a form may carry, files included.
+MAX_FIELDS = MAX_FILES + 100
+#: Characters of each of Mailgun's signature fields (``timestamp``, ``token``, ``signature``).
+MAX_SIGNATURE_FIELD = 256
 
 
 class Refused(Exception):
@@ -70,8 +83,8 @@ class Unauthenticated(Refused):
 
 
 def _body_refused(exc: BodyError) -> Refused:
-    """A body that could not be read; a malformed one may be our parser's fault (retried)."""
-    return Refused(exc.status, exc.reason, final=exc.status != 400, detail=exc.detail)
+    """A body that could not be read: only a slow one (408) may pass on a retry."""
+    return Refused(exc.status, exc.reason, final=exc.status != 408, detail=exc.detail)
 
 
 @dataclass(slots=True)
@@ -83,8 +96,6 @@ class Incoming:
     stripped: str | None = None
     #: Reply-address tags the provider names itself (Postmark's MailboxHash).
     tokens: list[str] = field(default_factory=list)
-    #: A one-time request token to remember once the request is answered (Mailgun).
-    nonce: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,9 @@ class Provider(ABC):
     name: ClassVar[str]
     #: The answer that stops the provider's retries of a ``final`` refusal, if it has one.
     stop_status: ClassVar[int | None] = None
+    #: Whether the provider retries a 4xx answer; if not, a refusal that may pass on a retry
+    #: is answered 503 (SendGrid and SNS retry 5xx only).
+    retries_4xx: ClassVar[bool] = False
 
     def __init__(self, source: EmailSource) -> None:
         self.source = source
@@ -152,11 +166,14 @@ class Provider(ABC):
     async def form(self, request: web.Request) -> dict[str, _Field]:
         """A urlencoded or multipart form as raw bytes per field (charsets decoded later)."""
         if request.content_type == "application/x-www-form-urlencoded":
-            body = (await self.body(request)).decode("utf-8", "replace")
-            return {k: _Field(v.encode()) for k, v in parse_qsl(body, keep_blank_values=True)}
+            body = await self.body(request)
+            try:
+                return await asyncio.to_thread(_urlencoded, body)
+            except ValueError:  # parse_qsl past max_num_fields
+                raise Refused(413, f"too many fields (at most {MAX_FIELDS})") from None
         try:
             parts = await read_multipart(request, self.settings.max_body_bytes,
-                                         max_files=_MAX_FILES)
+                                         max_files=MAX_FILES, max_parts=MAX_FIELDS)
         except BodyError as exc:
             raise _body_refused(exc) from None
         return {p.name: _Field(p.data, p.filename, p.content_type) for p in parts}
@@ -175,6 +192,8 @@ class Provider(ABC):
             raise Refused(400, "empty message")
         try:
             return await asyncio.to_thread(parse_bytes, raw, self.settings.attachment_max_bytes)
+        except TooManyParts:
+            raise Refused(413, f"too many MIME parts (at most {MAX_MIME_PARTS})") from None
         except Exception:  # the parser is lenient; whatever still fails is not a mail
             self.source.log.exception("unparsable message")
             raise Refused(422, "unparsable message", final=False) from None
@@ -194,20 +213,12 @@ class Mailgun(Provider):
 
     name = "mailgun"
     stop_status = 406
+    retries_4xx = True
 
     async def receive(self, request: web.Request) -> Incoming | None:
         form = await self.form(request)
-        timestamp, token, signature = (
-            form[k].text() if k in form else "" for k in ("timestamp", "token", "signature"))
-        assert self.settings.signing_key is not None
-        expected = hmac_sha256_hex(self.settings.signing_key.get_secret_value(),
-                                   (timestamp + token).encode())
-        if not (timestamp and token and equal(signature, expected)):
-            raise Unauthenticated("bad signature")
-        if problem := timestamp_problem(timestamp, self.settings.max_age):
-            raise Unauthenticated(problem)
-        if await self.source.nonce_seen(token):
-            raise Unauthenticated("reused token")
+        await self._verify(*(form[k].data if k in form else b""
+                             for k in ("timestamp", "token", "signature")))
         fields = {k.lower(): v for k, v in form.items()}
         if "body-mime" in fields:
             mail = await self.parse_raw(fields["body-mime"].data)
@@ -226,7 +237,24 @@ class Mailgun(Provider):
             stripped = _text(fields, "stripped-text")
         mail.delivered.extend(a.strip() for a in _text(fields, "recipient").lower().split(",")
                               if a.strip())
-        return Incoming(mail, stripped=stripped, nonce=token)
+        return Incoming(mail, stripped=stripped)
+
+    async def _verify(self, timestamp: bytes, token: bytes, signature: bytes) -> None:
+        """Check the signature trio before anything else is read, and consume the token
+        (once, whatever then becomes of the mail: Mailgun signs every attempt anew)."""
+        if (max(len(timestamp), len(token), len(signature)) > MAX_SIGNATURE_FIELD
+                or not (timestamp.isdigit() and token.isascii() and token
+                        and signature.isascii())):
+            raise Unauthenticated("bad signature")
+        assert self.settings.signing_key is not None
+        expected = hmac_sha256_hex(self.settings.signing_key.get_secret_value(),
+                                   timestamp + token)
+        if not equal(signature, expected):
+            raise Unauthenticated("bad signature")
+        if problem := timestamp_problem(int(timestamp), self.settings.max_age):
+            raise Unauthenticated(problem)
+        if not await self.source.consume_nonce(token.decode()):
+            raise Refused(401, "reused token")  # a replay: never accepted, so final
 
 
 class SendGrid(Provider):
@@ -269,6 +297,7 @@ class Postmark(Provider):
 
     name = "postmark"
     stop_status = 403
+    retries_4xx = True
 
     async def receive(self, request: web.Request) -> Incoming | None:
         self.check_basic_auth(request)
@@ -278,7 +307,7 @@ class Postmark(Provider):
         present = {name.lower() for name, _ in pairs}
         sender = _dict(data.get("FromFull"))
         top = {
-            "From": _mailbox(str(sender.get("Name") or data.get("FromName") or ""),
+            "From": mailbox(str(sender.get("Name") or data.get("FromName") or ""),
                              str(sender.get("Email") or data.get("From") or "")),
             "To": data.get("To"), "Cc": data.get("Cc"), "Reply-To": data.get("ReplyTo"),
             "Subject": data.get("Subject"), "Date": data.get("Date"),
@@ -332,9 +361,9 @@ class SES(Provider):
         try:
             await self.verifier.verify(data)
         except CertificateUnavailable as exc:
-            raise Refused(503, str(exc)) from None
+            raise Refused(503, "signing certificate unavailable", detail=str(exc)) from None
         except SNSError as exc:
-            raise Refused(403, str(exc)) from None
+            raise Refused(403, "bad SNS signature", detail=str(exc)) from None
         if problem := timestamp_problem(_iso_seconds(data["Timestamp"]),
                                         self.settings.ses_max_age):
             raise Refused(403, problem)  # a replay (or a clock far off): SNS gives up in 1 h
@@ -376,7 +405,7 @@ class SES(Provider):
         try:
             await self.fetch(url)
         except Exception as exc:
-            raise Refused(503, f"could not confirm the subscription: {exc}") from None
+            raise Refused(503, "could not confirm the subscription", detail=str(exc)) from None
         self.source.log.info("SNS subscription confirmed", topic=data.get("TopicArn"))
 
 
@@ -392,15 +421,6 @@ class Mime(Provider):
 
 PROVIDERS: dict[str, type[Provider]] = {
     p.name: p for p in (Mailgun, SendGrid, Postmark, SES, Mime)}
-
-
-def _mailbox(name: str, address: str) -> str:
-    """``Name <address>`` for a header, an internationalized (non-ASCII) address too."""
-    try:
-        return formataddr((name, address))
-    except UnicodeEncodeError:  # formataddr refuses SMTPUTF8 addresses
-        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{quoted}" <{address}>' if name else address
 
 
 def _iso_seconds(stamp: str) -> float | None:
@@ -437,6 +457,13 @@ def _text(fields: Mapping[str, _Field], name: str) -> str:
 def _json(item: _Field | None, kind: type[Any]) -> Any:
     """A JSON form field of type ``kind``, or None when absent or malformed."""
     return None if item is None else _loads(item.text(), kind)
+
+
+def _urlencoded(body: bytes) -> dict[str, _Field]:
+    """A urlencoded form's fields (``ValueError`` past ``MAX_FIELDS``)."""
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True,
+                      max_num_fields=MAX_FIELDS)
+    return {k: _Field(v.encode("utf-8", "surrogateescape")) for k, v in pairs}
 
 
 def _loads(text: str, kind: type[Any]) -> Any:

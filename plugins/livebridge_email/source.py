@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import mimetypes
 import secrets
-from email.utils import formataddr, parseaddr
+from email.utils import parseaddr
 from typing import Any, Literal
 
 from aiohttp import web
@@ -17,6 +17,7 @@ from livebridge import (
     AcceptResult,
     Attachment,
     Bridge,
+    Duration,
     InboundMessage,
     OutboundReply,
     Overloaded,
@@ -26,7 +27,6 @@ from livebridge import (
     SourceSettings,
     StoreUnavailable,
 )
-from livebridge.config import Duration
 from livebridge_email.content import (
     LANGUAGES,
     is_forward,
@@ -137,9 +137,15 @@ class EmailSource(Source):
             self.log.warning("ses_topic_arns is empty: any SNS topic with a valid signature "
                              "is accepted")
 
-    async def nonce_seen(self, nonce: str) -> bool:
-        """Whether a one-time request token was already used."""
-        return await self.bridge.state(self).get(f"nonce:{nonce}") is not None
+    async def consume_nonce(self, nonce: str) -> bool:
+        """Record a one-time request token; False when it was used before (atomic across
+        the daemons sharing the store)."""
+        state, key = self.bridge.state(self), f"nonce:{nonce}"
+        async with self.bridge.lock(self, key):
+            if await state.get(key) is not None:
+                return False
+            await state.set(key, "1", 2 * self.settings.max_age)
+        return True
 
     async def handle(self, request: web.Request) -> web.Response:
         """The provider's webhook: authenticate, parse, thread, accept."""
@@ -152,7 +158,6 @@ class EmailSource(Source):
                                                    reason=incoming.mail.auto).inc()
                 self.log.info("automatic mail dropped", reason=incoming.mail.auto,
                               message_id=incoming.mail.message_id)
-                await self._used(incoming)
                 return web.json_response({"ok": True, "dropped": incoming.mail.auto})
             if not incoming.mail.from_email:
                 raise Refused(422, "no From address")
@@ -163,7 +168,6 @@ class EmailSource(Source):
                 if result is not AcceptResult.DROPPED:
                     await self.threads.remember(message.thread_key, thread, message.event_id,
                                                 claim=claim)
-            await self._used(incoming)
         except Refused as exc:
             return self._refuse(request, exc)
         except ValidationError as exc:  # e.g. after a hook's change: a 4xx, never a 500
@@ -177,16 +181,16 @@ class EmailSource(Source):
         return web.json_response({"ok": True, "result": result.value})
 
     def _refuse(self, request: web.Request, exc: Refused) -> web.Response:
-        """Answer a refusal; a final one as the provider's "do not retry" status, if any."""
-        stop = self.provider.stop_status
-        status = stop if exc.final and stop is not None else exc.status
+        """Answer a refusal so that the provider retries it exactly when a retry may pass:
+        a final one as its "do not retry" status (if it has one), any other with a status
+        it retries (503 for those that retry only 5xx)."""
+        provider = self.provider
+        if exc.final:
+            status = provider.stop_status or exc.status
+        else:
+            status = exc.status if exc.status >= 500 or provider.retries_4xx else 503
         return self.reject(request, status, exc.reason, headers=exc.headers,
                            detail={"detail": exc.detail} if exc.detail else None)
-
-    async def _used(self, incoming: Incoming) -> None:
-        if incoming.nonce:
-            await self.bridge.state(self).set(f"nonce:{incoming.nonce}", "1",
-                                              2 * self.settings.max_age)
 
     async def _body(self, incoming: Incoming) -> str:
         """What the agent reads of the mail: the new part of a reply, a forward whole."""
@@ -279,6 +283,7 @@ class EmailSource(Source):
         context = reply.reply_context
         if not context.get("to"):
             raise Permanent("the thread has no address to reply to")
+        prepared = await self.bridge.reply_files(reply)
         async with self.bridge.lock(self, LOCK):
             thread = await self.threads.info(reply.thread_key) or ThreadInfo(
                 token=str(context.get("reply_to_token") or ThreadInfo.new(None).token),
@@ -290,12 +295,12 @@ class EmailSource(Source):
             # Known before it is sent, so a quick answer to it already finds the thread.
             await self.threads.remember(reply.thread_key, thread, message_id)
         await mailer.send(
-            to=formataddr((context.get("name") or "", context["to"])),
+            to=str(context["to"]), to_name=context.get("name"),
             subject=reply_subject(thread.subject or context.get("subject")),
-            text=reply.text, in_reply_to=context.get("message_id") or (
+            text=prepared.text, in_reply_to=context.get("message_id") or (
                 references[-1] if references else None),
             references=references, reply_to=self._reply_address(thread.token),
-            message_id=message_id, from_name=reply.agent_name,
+            message_id=message_id, from_name=reply.agent_name, attachments=prepared.files,
         )
 
     def _reply_address(self, token: str) -> str | None:

@@ -12,6 +12,7 @@ and hold ``bridge.lock(source, LOCK)`` around a lookup and the ``remember`` that
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from collections.abc import Iterable
@@ -20,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from livebridge import PluginState
 from livebridge_email.parse import normalize_id
 
-__all__ = ["LOCK", "MAX_IDS", "MAX_PARTICIPANTS", "ThreadInfo", "Threads", "tokens_of"]
+__all__ = ["LOCK", "MAX_IDS", "MAX_LOOKUPS", "MAX_PARTICIPANTS", "ThreadInfo", "Threads",
+           "tokens_of"]
 
 #: The lock name (per source) that serializes thread lookups and updates.
 LOCK = "threads"
@@ -28,6 +30,9 @@ LOCK = "threads"
 MAX_IDS = 10
 #: Participant addresses kept per thread (the first one and the latest ones).
 MAX_PARTICIPANTS = 50
+#: Reply tokens, and Message-IDs, looked up per mail (the first ones given: callers put the
+#: newest References first), so a mail naming thousands holds the thread lock briefly.
+MAX_LOOKUPS = 20
 
 
 @dataclass(slots=True)
@@ -62,14 +67,17 @@ class ThreadInfo:
 def _appended(items: list[str], new: Iterable[str], limit: int, move: bool) -> list[str]:
     """``items`` and then ``new``; past ``limit`` the first and the latest are kept (``move``:
     a known item is moved to the end, as the latest)."""
-    out = list(items)
+    seen = dict.fromkeys(items)  # ordered, with O(1) lookups
+    first = next(iter(seen), None)
     for item in new:
-        if item in out:
-            if move and item != out[0]:
-                out.remove(item)
-                out.append(item)
+        if item in seen:
+            if move and item != first:
+                del seen[item]
+                seen[item] = None
             continue
-        out.append(item)
+        seen[item] = None
+        first = item if first is None else first
+    out = list(seen)
     return out if len(out) <= limit else [out[0], *out[-(limit - 1):]]
 
 
@@ -99,13 +107,14 @@ class Threads:
 
     async def candidates(self, tokens: Iterable[str],
                          message_ids: Iterable[str | None]) -> list[tuple[str, ThreadInfo]]:
-        """The known threads named by ``tokens``, then by ``message_ids``, in that order."""
+        """The known threads named by ``tokens``, then by ``message_ids``, in that order
+        (the first ``MAX_LOOKUPS`` of each)."""
         found: list[tuple[str, ThreadInfo]] = []
         keys: list[str] = []
-        for token in tokens:
+        for token in itertools.islice(tokens, MAX_LOOKUPS):
             if token and (key := await self.state.get(f"tok:{token.lower()}")):
                 keys.append(key)
-        for message_id in message_ids:
+        for message_id in itertools.islice(message_ids, MAX_LOOKUPS):
             if message_id and (owner := await self.owner(message_id)):
                 keys.append(owner[0])
         for key in dict.fromkeys(keys):

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from livebridge import SourceSettings
-from livebridge.config import Duration
+from livebridge import Duration, SourceSettings
+from livebridge_form.texts import TEXTS, Language, TextOverrides, Texts
 
 __all__ = ["FIELD_KEYS", "FieldNames", "FormSettings", "origin_of"]
 
@@ -86,6 +86,10 @@ class FormSettings(SourceSettings):
     conversation: Literal["per_customer", "per_submission"] = "per_customer"
     #: Take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it).
     trust_forwarded_for: bool = False
+    #: The pages' language: ``auto`` follows the browser's ``Accept-Language`` (else ``en``).
+    language: Literal["auto", Language] = "auto"
+    #: Per-language overrides of the pages' texts: ``{ja: {submit: 送信}}``.
+    texts: TextOverrides = Field(default_factory=TextOverrides)
 
     @field_validator("path")
     @classmethod
@@ -159,6 +163,13 @@ class FormSettings(SourceSettings):
     def required_groups(self) -> list[tuple[str, ...]]:
         """``required`` as groups of alternatives: ``[("email", "phone"), ("message",)]``."""
         return [tuple(entry.split("|")) for entry in self.required]
+
+    def texts_for(self, language: Language) -> Texts:
+        """The texts in ``language``: built-in, then ``title``, then ``texts`` overrides."""
+        return TEXTS[language].model_copy(update={
+            **({"title": self.title} if "title" in self.model_fields_set else {}),
+            **self.texts.changes(language),
+        })
 
     @property
     def thanks_url(self) -> str:

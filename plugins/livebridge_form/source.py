@@ -4,7 +4,8 @@ A post goes through, in order: the origin check (403 for a cross-site post from 
 not allowed), the per-IP rate limit (429), the body cap (413), parsing (urlencoded,
 multipart or JSON; 400/415), the honeypot (success answered, nothing stored), the empty
 check (400), field validation (422 naming each field) and ``bridge.accept``. Browsers get a
-303 to the thank-you page (or an HTML error page); ``Accept: application/json`` gets JSON.
+303 to the thank-you page, or the form again with the problems and what they typed, in their
+language; ``Accept: application/json`` gets JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from email.utils import formataddr
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -37,14 +37,16 @@ from livebridge import (
     Source,
     SourceSettings,
     StoreUnavailable,
+    normalize_phone,
     read_body,
     read_multipart,
     text_codec,
+    valid_email,
 )
-from livebridge.contacts import normalize_phone, valid_email
-from livebridge_form.page import STYLE_HASH, error_page, form_page, thanks_page
+from livebridge_form.page import STYLE_HASH, FieldError, form_page, thanks_page
 from livebridge_form.ratelimit import SlidingWindowLimiter, client_key
 from livebridge_form.settings import FIELD_KEYS, FormSettings, origin_of
+from livebridge_form.texts import LANGUAGES, Language, Texts, negotiate
 
 __all__ = ["FormSource", "normalize_phone", "valid_email"]
 
@@ -58,6 +60,15 @@ _NOT_UTF8 = "form is not valid UTF-8"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _WHAT = {"name": "a name", "email": "an email address", "phone": "a phone number",
          "message": "a message"}
+#: The JSON answer's reason for each field error (browsers get the ``Texts`` message).
+_REASONS = {
+    "error_email": "not a valid email address",
+    "error_phone": "not a valid phone number (use the international format, e.g. +44 20 7946 0000)",
+    "error_name_too_long": f"too long (at most {_MAX_NAME} characters)",
+}
+#: What a browser is told (a ``Texts`` key) when its post is refused, not over a field.
+_PROBLEMS = {403: "refused_origin", 413: "refused_size", 429: "refused_rate",
+             503: "refused_busy"}
 _CORS_ALLOW = {
     "Access-Control-Allow-Methods": "POST",
     "Access-Control-Allow-Headers": "Content-Type, Accept, Idempotency-Key",
@@ -66,11 +77,16 @@ _CORS_ALLOW = {
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, reason: str, fields: dict[str, str] | None = None) -> None:
+    """A refusal: ``reason`` and ``fields`` (posted name → reason) for the log and JSON;
+    ``invalid`` (field key → error) for the page."""
+
+    def __init__(self, status: int, reason: str, fields: dict[str, str] | None = None, *,
+                 invalid: dict[str, FieldError] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.fields = fields
+        self.invalid = invalid or {}
 
 
 @dataclass
@@ -134,8 +150,12 @@ def _urlencoded(body: bytes, charset: str) -> _Posted:
     return posted
 
 
-def _json(body: bytes) -> _Posted:
-    """A JSON object of fields: each value text, a number, or a list of them."""
+def _json(body: bytes, charset: str | None) -> _Posted:
+    """A JSON object of fields: each value text, a number, or a list of them. The body is
+    read as JSON reads it (UTF-8, or UTF-16/32 by its first bytes); a declared ``charset``
+    must still be a known text charset."""
+    if charset is not None and text_codec(charset) is None:
+        raise _Refused(400, "unknown charset")
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
@@ -143,12 +163,14 @@ def _json(body: bytes) -> _Posted:
     if not isinstance(data, dict):
         raise _Refused(400, "expected a JSON object of fields")
     posted = _Posted()
-    bad = {}
+    bad: dict[str, str] = {}
     for name, value in data.items():
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str | int | float) and not isinstance(item, bool):
                 posted.add(name, str(item))
             elif item is not None:
+                if len(bad) >= _MAX_FIELDS:  # each is named in the answer and the log
+                    raise _Refused(413, f"too many fields (at most {_MAX_FIELDS})")
                 bad[_text(name)] = "must be text"
     if bad:
         raise _Refused(422, "invalid fields", bad)
@@ -187,6 +209,7 @@ class FormSource(Source):
         super().__init__(settings, bridge)
         self.limiter = SlidingWindowLimiter(settings.rate_limit, settings.rate_window)
         self._names = {key: settings.fields.posted(key) for key in FIELD_KEYS}
+        self._texts = {language: settings.texts_for(language) for language in LANGUAGES}
 
     def routes(self) -> list[web.RouteDef]:
         path = self.settings.path
@@ -204,15 +227,28 @@ class FormSource(Source):
 
     async def form(self, request: web.Request) -> web.Response:
         """``GET {path}``: the contact form."""
-        return self._page(form_page(self.settings, secrets.token_hex(16)))
+        language, texts = self._language(request)
+        return self._page(form_page(self.settings, texts, language, secrets.token_hex(16)),
+                          language)
 
     async def thanks(self, request: web.Request) -> web.Response:
         """``GET {path}/thanks``: the built-in thank-you page."""
-        return self._page(thanks_page(self.settings))
+        language, texts = self._language(request)
+        return self._page(thanks_page(self.settings, texts, language), language)
 
-    def _page(self, html: str, status: int = 200, headers: dict[str, str] | None = None
-              ) -> web.Response:
+    def _language(self, request: web.Request) -> tuple[Language, Texts]:
+        """The pages' language (``language:``, or the browser's ``Accept-Language``)."""
+        setting = self.settings.language
+        language = (negotiate(request.headers.get("Accept-Language")) if setting == "auto"
+                    else setting)
+        return language, self._texts[language]
+
+    def _page(self, html: str, language: Language, status: int = 200,
+              headers: dict[str, str] | None = None) -> web.Response:
         s = self.settings
+        headers = {**(headers or {}), "Content-Language": language}
+        if s.language == "auto":
+            headers["Vary"] = ", ".join(filter(None, [headers.get("Vary"), "Accept-Language"]))
         thanks_origin = origin_of(s.thanks_url)
         targets = " ".join(["'self'", *([thanks_origin] if thanks_origin else [])])
         frames = " ".join(["'self'", *s.allowed_origins])
@@ -221,7 +257,7 @@ class FormSource(Source):
         return web.Response(status=status, text=html, content_type="text/html", headers={
             "Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "strict-origin-when-cross-origin", "Cache-Control": "no-store",
-            **(headers or {}),
+            **headers,
         })
 
     # --- CORS -----------------------------------------------------------------------------
@@ -250,7 +286,7 @@ class FormSource(Source):
         """``OPTIONS {path}``: the CORS preflight of a script post from an allowed origin."""
         origin = request.headers.get("Origin")
         if not origin or not self._allowed(origin, request):
-            return self._refuse(request, 403, "origin not allowed", html=False,
+            return self._refuse(request, _Refused(403, "origin not allowed"), html=False,
                                 headers={"Vary": "Origin"},
                                 detail={"origin": (origin or "")[:200]})
         return web.Response(status=204, headers={
@@ -265,13 +301,14 @@ class FormSource(Source):
         origin = self._origin(request)
         if origin is not None:
             if not self._allowed(origin, request):
-                return self._refuse(request, 403, "origin not allowed", html=html,
+                return self._refuse(request, _Refused(403, "origin not allowed"), html=html,
                                     headers=headers, detail={"origin": origin[:200]})
             headers["Access-Control-Allow-Origin"] = origin
         wait = self.limiter.hit(client_key(self._client_ip(request)))
         if wait is not None:
-            return self._refuse(request, 429, "too many submissions, try again later",
+            return self._refuse(request, _Refused(429, "too many submissions, try again later"),
                                 html=html, headers={**headers, "Retry-After": str(int(wait))})
+        posted = None
         try:
             posted = await self._read(request)
             if self._honeypot_filled(posted):
@@ -280,13 +317,13 @@ class FormSource(Source):
                 return self._success(AcceptResult.ACCEPTED, html, headers)
             message = self._message(request, posted)
         except _Refused as exc:
-            return self._refuse(request, exc.status, exc.reason, fields=exc.fields, html=html,
-                                headers=headers)
+            return self._refuse(request, exc, html=html, headers=headers, posted=posted)
         try:
             result = await self.bridge.accept(message, self)
         except (Overloaded, StoreUnavailable) as exc:
-            return self._refuse(request, 503, "busy, try again later", html=html,
-                                headers={**headers, "Retry-After": str(exc.retry_after)})
+            return self._refuse(request, _Refused(503, "busy, try again later"), html=html,
+                                headers={**headers, "Retry-After": str(exc.retry_after)},
+                                posted=posted)
         self.log.info("form submission", event_id=message.event_id, result=result.value,
                       attachments=len(message.attachments))
         return self._success(result, html, headers)
@@ -299,15 +336,23 @@ class FormSource(Source):
         status = "duplicate" if result is AcceptResult.DUPLICATE else "accepted"
         return web.json_response({"ok": True, "status": status}, headers=headers)
 
-    def _refuse(self, request: web.Request, status: int, reason: str, *, html: bool,
-                fields: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-                detail: dict[str, Any] | None = None) -> web.Response:
-        """``reject`` (logged, counted, JSON); browsers get the same as an HTML page."""
+    def _refuse(self, request: web.Request, refused: _Refused, *, html: bool,
+                headers: dict[str, str] | None = None, detail: dict[str, Any] | None = None,
+                posted: _Posted | None = None) -> web.Response:
+        """``reject`` (logged, counted, JSON); browsers get the form again, in their
+        language, with the problems and the values they posted (if it was read)."""
+        fields = refused.fields
         detail = {**(detail or {}), **({"fields": fields} if fields else {})}
-        response = self.reject(request, status, reason, detail=detail, headers=headers)
+        response = self.reject(request, refused.status, refused.reason, detail=detail,
+                               headers=headers)
         if not html:
             return response
-        return self._page(error_page(self.settings, status, reason, fields), status, headers)
+        problem = _PROBLEMS.get(refused.status, "refused_unreadable")
+        values = {key: posted.first(name) for key, name in self._names.items()} if posted else {}
+        language, texts = self._language(request)
+        page = form_page(self.settings, texts, language, secrets.token_hex(16), values=values,
+                         errors=refused.invalid, problem=None if refused.invalid else problem)
+        return self._page(page, language, refused.status, headers)
 
     def _client_ip(self, request: web.Request) -> str:
         if self.settings.trust_forwarded_for:
@@ -341,7 +386,7 @@ class FormSource(Source):
         if ctype == "application/x-www-form-urlencoded":
             return _urlencoded(body, request.charset or "utf-8")
         if ctype == "application/json":
-            return _json(body)
+            return _json(body, request.charset)
         raise _Refused(415, "unsupported content type (use a form post or JSON)")
 
     # --- validation -----------------------------------------------------------------------
@@ -357,27 +402,27 @@ class FormSource(Source):
         extras = {k: [v for v in vs if v.strip()] for k, vs in posted.values.items()
                   if k not in names.values() and not k.startswith("_") and k != s.honeypot}
         extras = {k: vs for k, vs in extras.items() if vs}
-        if not any(value.values()) and not extras and not posted.files:
-            raise _Refused(400, "empty form")
-        errors: dict[str, str] = {}
+        errors: dict[str, FieldError] = {}
         email, phone = value["email"], None
         if email and not valid_email(email):
-            errors[names["email"]] = "not a valid email address"
+            errors["email"] = FieldError("error_email")
         if value["phone"]:
             phone = normalize_phone(value["phone"])
             if phone is None:
-                errors[names["phone"]] = ("not a valid phone number (use the international "
-                                          "format, e.g. +44 20 7946 0000)")
+                errors["phone"] = FieldError("error_phone")
         if len(value["name"]) > _MAX_NAME:
-            errors[names["name"]] = f"too long (at most {_MAX_NAME} characters)"
+            errors["name"] = FieldError("error_name_too_long")
         for group in s.required_groups:
             if not any(value[key] for key in group):
-                need = " or ".join(_WHAT[key] for key in group)
+                text = f"error_required_{group[0]}" if len(group) == 1 else "error_one_of"
                 for key in group:
-                    errors.setdefault(names[key], "required" if len(group) == 1
-                                      else f"required: give {need}")
+                    errors.setdefault(key, FieldError(text, group))
+        if not any(value.values()) and not extras and not posted.files:
+            raise _Refused(400, "empty form", invalid=errors)
         if errors:
-            raise _Refused(422, "invalid fields", errors)
+            raise _Refused(422, "invalid fields",
+                           {names[key]: _reason(error) for key, error in errors.items()},
+                           invalid=errors)
         sender_id = email.lower() if email else phone
         assert sender_id  # settings guarantee email or phone is required
         text = "\n\n".join(p for p in [value["message"], _render(extras)] if p)
@@ -419,14 +464,23 @@ class FormSource(Source):
         if not to:
             raise ReplyNotSupported("the customer left no email address")
         name = " ".join(str(reply.reply_context.get("name") or "").split())
-        await mailer.send(to=formataddr((name, str(to))) if name else str(to),
+        prepared = await self.bridge.reply_files(reply)
+        await mailer.send(to=str(to), to_name=name,
                           subject=f"Re: your message to {self.settings.title}",
-                          text=reply.text, from_name=reply.agent_name)
+                          text=prepared.text, from_name=reply.agent_name,
+                          attachments=prepared.files)
 
 
 def _wants_json(request: web.Request) -> bool:
     return ("application/json" in request.headers.get("Accept", "")
             or request.content_type == "application/json")
+
+
+def _reason(error: FieldError) -> str:
+    """The JSON answer's reason for a field error."""
+    if len(error.group) > 1:
+        return "required: give " + " or ".join(_WHAT[key] for key in error.group)
+    return "required" if error.group else _REASONS[error.text]
 
 
 def _render(extras: dict[str, list[str]]) -> str:

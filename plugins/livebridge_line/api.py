@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from livebridge.livedesk.client import parse_retry_after
+from livebridge import parse_retry_after
 
 __all__ = ["Content", "LineApi", "LineApiError", "Profile"]
 

@@ -25,6 +25,7 @@ from livebridge import (
     AcceptResult,
     Attachment,
     BodyError,
+    Duration,
     InboundMessage,
     OutboundReply,
     Overloaded,
@@ -34,10 +35,10 @@ from livebridge import (
     Source,
     SourceSettings,
     StoreUnavailable,
+    equal,
+    hmac_sha256_hex,
     read_body,
 )
-from livebridge.config import Duration
-from livebridge.signing import equal, hmac_sha256_hex
 from livebridge_line.api import LineApi, LineApiError, Profile
 from livebridge_line.events import (
     FILE_TYPES,

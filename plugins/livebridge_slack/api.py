@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from livebridge.livedesk.client import parse_retry_after
+from livebridge import parse_retry_after
 
 __all__ = ["TRANSIENT_ERRORS", "TRANSPORT_ERRORS", "error_of", "is_transient", "retry_after"]
 

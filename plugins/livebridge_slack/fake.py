@@ -1,5 +1,10 @@
 """A local fake of Slack's Web API and Socket Mode, served over real HTTP and WebSocket.
 
+Files go both ways: ``add_file`` registers a file for ``files.info`` and its
+``url_private_download`` (which needs the bot token, else answers Slack's login page);
+``files.getUploadURLExternal``, the upload URL and ``files.completeUploadExternal`` record the
+files the bot uploads in ``uploaded``, with their bytes.
+
 Run ``FakeSlack().app()`` with any aiohttp server and point slack_sdk at it::
 
     web = AsyncWebClient(token="xoxb-test", base_url=str(server.make_url("/api/")))
@@ -9,6 +14,7 @@ Run ``FakeSlack().app()`` with any aiohttp server and point slack_sdk at it::
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -59,6 +65,14 @@ class FakeSlack:
         self.users_info_delay = 0.0
         #: Answer chat.postMessage with this error ("ratelimited": HTTP 429, Retry-After 7).
         self.fail_post_message: str | None = None
+        #: Files the bot uploaded into a channel: ``id``, ``title``, ``filename``, ``data``,
+        #: ``channel``, ``thread_ts``, ``initial_comment``.
+        self.uploaded: list[dict[str, Any]] = []
+        #: Files that can be read (``files.info``, download), by id; see ``add_file``.
+        self.files: dict[str, dict[str, Any]] = {}
+        self._file_data: dict[str, bytes] = {}
+        self._pending_uploads: dict[str, dict[str, Any]] = {}
+        self._file_ids = itertools.count(1)
         self.socket_connections = 0
         self._last_ts_us = 0
         self._sockets: list[web.WebSocketResponse] = []
@@ -70,6 +84,11 @@ class FakeSlack:
             "users.info": (bot_token, self._users_info),
             "conversations.info": (bot_token, self._conversations_info),
             "chat.postMessage": (bot_token, self._chat_post_message),
+            "chat.update": (bot_token, self._chat_update),
+            "chat.delete": (bot_token, self._chat_delete),
+            "files.info": (bot_token, self._files_info),
+            "files.getUploadURLExternal": (bot_token, self._get_upload_url),
+            "files.completeUploadExternal": (bot_token, self._complete_upload),
             "apps.connections.open": (app_token, self._apps_connections_open),
         }
 
@@ -135,9 +154,28 @@ class FakeSlack:
         self.channels[channel_id] = channel
         return channel
 
+    def add_file(self, name: str, data: bytes, mimetype: str, *, file_id: str | None = None
+                 ) -> dict[str, Any]:
+        """Register a file someone shared; returns it as a ``message`` event's ``files``
+        carry it (the URLs are filled in by ``files.info``, which knows the host)."""
+        file_id = file_id or f"F{next(self._file_ids):08d}"
+        self._file_data[file_id] = data
+        self.files[file_id] = {
+            "id": file_id, "created": int(time.time()), "timestamp": int(time.time()),
+            "name": name, "title": name, "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1] if "." in name else "binary",
+            "user": "U2147483697", "user_team": self.team_id, "mode": "hosted",
+            "editable": False, "is_external": False, "is_public": False, "size": len(data),
+            "permalink": f"https://test.slack.com/files/U2147483697/{file_id}/{name}",
+        }
+        return dict(self.files[file_id])
+
     def app(self) -> web.Application:
-        """Build the aiohttp application serving ``/api/{method}`` and ``/socket-mode``."""
-        app = web.Application()
+        """Build the aiohttp application serving ``/api/{method}``, ``/socket-mode``, file
+        downloads and upload URLs."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/files-pri/{team}-{id}/download/{name}", self._download)
+        app.router.add_post("/upload/v1/{id}", self._upload)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket-mode", self._socket_mode)
         app.router.add_get("/_fake/stats", self._stats)
@@ -228,6 +266,80 @@ class FakeSlack:
         self.posted.append({**params, "ts": ts})
         self.posted_at.append(time.time())
         return _ok(channel=channel, ts=ts, message=message)
+
+    def _posted_message(self, params: Params) -> dict[str, Any] | None:
+        return next((m for m in self.posted if m.get("channel") == params.get("channel")
+                     and m["ts"] == params.get("ts") and not m.get("deleted")), None)
+
+    def _chat_update(self, request: web.Request, params: Params) -> web.Response:
+        message = self._posted_message(params)
+        if message is None:
+            return _error("message_not_found")
+        message["text"] = params.get("text", "")
+        message["edited"] = True
+        return _ok(channel=message["channel"], ts=message["ts"], text=message["text"])
+
+    def _chat_delete(self, request: web.Request, params: Params) -> web.Response:
+        message = self._posted_message(params)
+        if message is None:
+            return _error("message_not_found")
+        message["deleted"] = True
+        return _ok(channel=message["channel"], ts=message["ts"])
+
+    def _files_info(self, request: web.Request, params: Params) -> web.Response:
+        file = self.files.get(params.get("file", ""))
+        if file is None:
+            return _error("file_not_found")
+        base = f"http://{request.host}/files-pri/{self.team_id}-{file['id']}"
+        return _ok(file={**file, "url_private": f"{base}/{file['name']}",
+                         "url_private_download": f"{base}/download/{file['name']}"})
+
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+            # Slack answers a file URL without the token with its sign-in page.
+            return web.Response(text="<html><body>Sign in to Slack</body></html>",
+                                content_type="text/html")
+        file_id = request.match_info["id"]
+        if file_id not in self._file_data:
+            return web.Response(status=404, text="Not found")
+        return web.Response(body=self._file_data[file_id],
+                            content_type=self.files[file_id]["mimetype"])
+
+    def _get_upload_url(self, request: web.Request, params: Params) -> web.Response:
+        filename, length = params.get("filename"), str(params.get("length", ""))
+        if not filename or not length.isdigit():
+            return _error("invalid_arguments")
+        file_id = f"F{next(self._file_ids):08d}"
+        self._pending_uploads[file_id] = {"filename": filename, "length": int(length)}
+        return _ok(upload_url=f"http://{request.host}/upload/v1/{file_id}", file_id=file_id)
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        pending = self._pending_uploads.get(request.match_info["id"])
+        if pending is None:
+            return web.Response(status=404, text="Not found")
+        pending["data"] = await request.read()
+        return web.Response(text=f"OK - {len(pending['data'])}")
+
+    def _complete_upload(self, request: web.Request, params: Params) -> web.Response:
+        try:
+            files = json.loads(params.get("files", ""))
+        except ValueError:
+            return _error("invalid_arguments")
+        done = []
+        for item in files if isinstance(files, list) else []:
+            pending = self._pending_uploads.pop(str(item.get("id")), None)
+            if pending is None or "data" not in pending:
+                return _error("file_not_found")
+            uploaded = {"id": item["id"], "title": item.get("title") or pending["filename"],
+                        "filename": pending["filename"], "data": pending["data"],
+                        "channel": params.get("channel_id"),
+                        "thread_ts": params.get("thread_ts"),
+                        "initial_comment": params.get("initial_comment")}
+            self.uploaded.append(uploaded)
+            done.append({"id": uploaded["id"], "title": uploaded["title"]})
+        if not done:
+            return _error("invalid_arguments")
+        return _ok(files=done)
 
     def _apps_connections_open(self, request: web.Request, params: Params) -> web.Response:
         return _ok(url=f"ws://{request.host}/socket-mode")

@@ -1,10 +1,13 @@
 """The ``slack`` source: Slack messages in (Events API over HTTP, or Socket Mode), agent
-replies out (``chat.postMessage`` in the customer's thread).
+replies out (``chat.postMessage`` in the customer's thread, files uploaded there; an agent's
+edit or deletion changes or deletes the message the bridge posted).
 
 Both transports hand the Events API payload to one path, ``SlackSource.receive``: filter
 (bots, the bridge's own posts, system subtypes, channels not bridged), dedupe on
 ``event_id``, look the user up (cached, never blocking for long) and accept durably. Slack
-is answered only after that, and never waits for Livedesk.
+is answered only after that, and never waits for Livedesk. Shared files are fetched later,
+just before delivery (``fetch_attachments``: ``files.info``, then the download with the bot
+token), so the request is answered at once and their bytes never wait in the outbox.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -24,12 +27,15 @@ from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from livebridge import (
     AcceptResult,
     Attachment,
     BodyError,
     Bridge,
+    Duration,
+    FileError,
     InboundMessage,
     LivebridgeError,
     OutboundReply,
@@ -40,10 +46,12 @@ from livebridge import (
     Source,
     SourceSettings,
     StoreUnavailable,
+    equal,
+    fetch_file,
+    hmac_sha256_hex,
     read_body,
+    timestamp_problem,
 )
-from livebridge.config import Duration
-from livebridge.signing import equal, hmac_sha256_hex, timestamp_problem
 from livebridge_slack.api import TRANSPORT_ERRORS, error_of, is_transient, retry_after
 from livebridge_slack.mrkdwn import markdown_to_mrkdwn, mrkdwn_refs, mrkdwn_to_text
 from livebridge_slack.users import UserDirectory
@@ -61,6 +69,8 @@ MAX_SIGNATURE_AGE = 300
 API_TIMEOUT = 15.0
 #: How long the bridge remembers the ``ts`` of its own posts, to drop their echo.
 POSTED_TTL = 86400.0
+#: How long the bridge remembers where it posted an agent's reply (to edit or delete it).
+REPLY_TTL = 30 * 86400.0
 
 _SECRET_ENV = {
     "signing_secret": ("events", "SLACK_SIGNING_SECRET"),
@@ -95,6 +105,10 @@ class SlackSettings(SourceSettings):
     user_cache_size: int = Field(default=10_000, ge=1)
     user_lookup_timeout: Duration = 1.0
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_file_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description=(
+        "a larger shared file reaches Livedesk as a line with its link"))
+    max_message_file_bytes: int = Field(default=40 * 1024 * 1024, gt=0, description=(
+        "the files of one message together; those beyond reach Livedesk as links"))
 
     @field_validator("signing_secret", "app_token")
     @classmethod
@@ -198,20 +212,28 @@ def _retry_num(headers: Mapping[str, str]) -> int:
     return int(retry) if retry.isascii() and retry.isdigit() and len(retry) <= 6 else 0
 
 
+def _reply_key(livedesk_message_id: int) -> str:
+    return f"reply:{livedesk_message_id}"
+
+
+def _attachment(file: Mapping[str, Any]) -> Attachment:
+    """A Slack file object as a link (name, type, size, Slack URL), to fetch later by its
+    id (a Slack Connect stub, ``file_access: check_file_info``, has little more than that)."""
+    file_id = file.get("id")
+    return Attachment(
+        name=str(file.get("name") or file.get("title") or file_id or "file"),
+        content_type=str(file.get("mimetype") or "application/octet-stream"),
+        size=file["size"] if isinstance(file.get("size"), int) else None,
+        url=file.get("permalink") or file.get("url_private") or None,
+        fetch_ref=file_id if isinstance(file_id, str) and file_id else None,
+    )
+
+
 def _attachments(files: Any) -> list[Attachment]:
-    """Slack ``files`` as links: name, type, size and the file's Slack URL."""
+    """Slack ``files`` as links, to fetch before delivery."""
     if not isinstance(files, list):
         return []
-    return [
-        Attachment(
-            name=str(f.get("name") or f.get("title") or f.get("id") or "file"),
-            content_type=str(f.get("mimetype") or "application/octet-stream"),
-            size=f["size"] if isinstance(f.get("size"), int) else None,
-            url=f.get("permalink") or f.get("url_private") or None,
-        )
-        for f in files
-        if isinstance(f, dict)
-    ]
+    return [_attachment(f) for f in files if isinstance(f, dict)]
 
 
 class SlackSource(Source):
@@ -219,6 +241,7 @@ class SlackSource(Source):
 
     type_name = "slack"
     Settings = SlackSettings
+    edits_replies = True
     settings: SlackSettings
 
     def __init__(self, settings: SourceSettings, bridge: Bridge) -> None:
@@ -258,14 +281,17 @@ class SlackSource(Source):
     # --- events mode ----------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
-        """``POST`` handler of the Events API: verify, then ``receive``, then answer."""
+        """``POST`` handler of the Events API: verify, then ``receive``, then answer. An
+        unsigned or stale request is refused before its body is read."""
+        timestamp, problem = self._stamp_problem(request.headers)
+        if problem:
+            return self.reject(request, 401, problem)
         try:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyError as exc:
             return self.reject(request, exc.status, exc.reason)
-        problem = self._signature_problem(request.headers, body)
-        if problem:
-            return self.reject(request, 401, problem)
+        if not self._signed(request.headers, timestamp, body):
+            return self.reject(request, 401, "bad signature")
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
@@ -287,22 +313,24 @@ class SlackSource(Source):
                                headers={"Retry-After": str(exc.retry_after)})
         return web.json_response({"ok": True, "result": result.value, "reason": reason})
 
-    def _signature_problem(self, headers: Mapping[str, str], body: bytes) -> str | None:
-        """Why the request is not Slack's (v0 signature, 5-minute window), or None."""
+    @staticmethod
+    def _stamp_problem(headers: Mapping[str, str]) -> tuple[str, str | None]:
+        """The request's timestamp, and why the request is not Slack's from its headers alone
+        (unsigned, a bad or stale timestamp: a 5-minute window), or None."""
+        timestamp = headers.get("X-Slack-Request-Timestamp", "")
+        if not timestamp or not headers.get("X-Slack-Signature"):
+            return timestamp, "unsigned"
+        if not (timestamp.isascii() and timestamp.isdigit()):  # Unix seconds, as signed
+            return timestamp, "bad timestamp"
+        return timestamp, timestamp_problem(timestamp, MAX_SIGNATURE_AGE)
+
+    def _signed(self, headers: Mapping[str, str], timestamp: str, body: bytes) -> bool:
+        """Whether the v0 signature matches ``v0:{timestamp}:{body}``."""
         secret = self.settings.signing_secret
         assert secret is not None  # the settings require the secret in events mode
-        timestamp = headers.get("X-Slack-Request-Timestamp")
-        signature = headers.get("X-Slack-Signature")
-        if not timestamp or not signature:
-            return "unsigned"
-        if not (timestamp.isascii() and timestamp.isdigit()):  # Unix seconds, as signed
-            return "bad timestamp"
-        problem = timestamp_problem(timestamp, MAX_SIGNATURE_AGE)
-        if problem:
-            return problem
         base = b"v0:" + timestamp.encode() + b":" + body
         expected = "v0=" + hmac_sha256_hex(secret.get_secret_value(), base)
-        return None if equal(signature, expected) else "bad signature"
+        return equal(headers.get("X-Slack-Signature", ""), expected)
 
     # --- socket mode ----------------------------------------------------------------------
 
@@ -428,6 +456,62 @@ class SlackSource(Source):
                            "thread_ts": root if granularity == "thread" or in_thread else None},
         )
 
+    # --- files ----------------------------------------------------------------------------
+
+    async def fetch_attachments(self, message: InboundMessage) -> list[Attachment]:
+        """The message's Slack files with their bytes, within ``max_file_bytes`` each and
+        ``max_message_file_bytes`` together; a file over a cap, or that cannot be read, stays
+        a link (with what ``files.info`` told about it)."""
+        budget = self.settings.max_message_file_bytes
+        found = []
+        for attachment in message.attachments:
+            if attachment.fetch_ref is not None and attachment.data is None:
+                fetched = await self._fetch(attachment, budget)
+                budget -= len(fetched.data or b"")
+                found.append(fetched)
+            else:
+                found.append(attachment)
+        return found
+
+    async def _fetch(self, attachment: Attachment, budget: int) -> Attachment:
+        """One file: ``files.info`` (which also resolves Slack Connect stubs), then its
+        ``url_private_download`` with the bot token (``files:read``)."""
+        log = self.log.bind(file=attachment.fetch_ref)
+        try:
+            async with asyncio.timeout(API_TIMEOUT):
+                info = (await self.web.files_info(file=str(attachment.fetch_ref)))["file"]
+        except SlackApiError as exc:
+            log.warning("slack file not readable (files.info), sent as a link",
+                        error=error_of(exc))
+            return attachment
+        except TRANSPORT_ERRORS as exc:
+            log.warning("slack file not readable (files.info), sent as a link", error=repr(exc))
+            return attachment
+        if not isinstance(info, dict):
+            return attachment
+        attachment = _attachment(info)
+        limit = min(self.settings.max_file_bytes, budget)
+        url = info.get("url_private_download")
+        if attachment.size is not None and attachment.size > limit:
+            log.warning("slack file over the size cap, sent as a link", size=attachment.size,
+                        limit=limit)
+            return attachment
+        if not isinstance(url, str) or not url:
+            log.warning("slack file has no download URL, sent as a link")
+            return attachment
+        token = self.settings.bot_token.get_secret_value()
+        try:
+            data, kind = await fetch_file(self.bridge.http, url, limit,
+                                          headers={"Authorization": f"Bearer {token}"})
+        except FileError as exc:
+            log.warning("slack file not downloaded, sent as a link", error=str(exc))
+            return attachment
+        if kind == "text/html" and attachment.content_type != "text/html":
+            log.warning("slack answered its sign-in page for a file (is files:read granted?);"
+                        " sent as a link")
+            return attachment
+        return attachment.model_copy(update={"data": data, "size": len(data)})
+
     # --- Web API --------------------------------------------------------------------------
 
     async def _learn_bot_user(self) -> None:
@@ -455,24 +539,65 @@ class SlackSource(Source):
                          user=user, error=why)
 
     async def send_reply(self, reply: OutboundReply) -> None:
-        """Post the agent's reply (its Markdown as mrkdwn) with ``chat.postMessage`` where the
-        customer wrote, and remember its ``ts`` so that its echo is dropped."""
+        """Post the agent's reply where the customer wrote: its text (Markdown as mrkdwn)
+        with ``chat.postMessage``, its files uploaded into the same thread; remember the
+        text's ``ts``, to drop its echo and to edit or delete it later."""
         channel = reply.reply_context.get("channel")
         if not channel:
             raise Permanent("no Slack channel recorded for this conversation")
+        if reply.action != "send":
+            await self._change(reply)
+            return
+        state = self.bridge.state(self)
+        thread_ts = reply.reply_context.get("thread_ts")
+        prepared = await self.bridge.reply_files(reply)
+        key = _reply_key(reply.livedesk_message_id)
+        if prepared.text and await state.get(key) is None:  # not on a retry after the files
+            posted = await self._web("chat.postMessage", self.web.chat_postMessage(
+                channel=channel, text=markdown_to_mrkdwn(prepared.text), thread_ts=thread_ts))
+            ts = str(posted["ts"])
+            await state.set(_posted_key(channel, ts), "1", ttl=POSTED_TTL)
+            await state.set(key, json.dumps({"channel": channel, "ts": ts}), ttl=REPLY_TTL)
+        if prepared.files:
+            await self._web("files.upload_v2", self.web.files_upload_v2(
+                file_uploads=[{"file": f.data, "filename": f.name, "title": f.name}
+                              for f in prepared.files],
+                channel=channel, thread_ts=thread_ts))
+
+    async def _change(self, reply: OutboundReply) -> None:
+        """Edit or delete the message posted for ``reply.livedesk_message_id``."""
+        state = self.bridge.state(self)
+        key = _reply_key(reply.livedesk_message_id)
+        raw = await state.get(key)
+        if raw is None:
+            self.log.warning(f"no Slack message recorded for this reply; {reply.action} "
+                             "not made", livedesk_message_id=reply.livedesk_message_id)
+            return
+        posted = json.loads(raw)
+        if reply.action == "edit":
+            await self._web("chat.update", self.web.chat_update(
+                channel=posted["channel"], ts=posted["ts"], text=markdown_to_mrkdwn(reply.text)))
+            return
+        try:
+            await self._web("chat.delete", self.web.chat_delete(channel=posted["channel"],
+                                                                 ts=posted["ts"]))
+        except Permanent as exc:
+            if exc.response != "message_not_found":  # else: already deleted in Slack
+                raise
+        await state.delete(key)
+
+    async def _web(self, method: str, call: Awaitable[AsyncSlackResponse]
+                   ) -> AsyncSlackResponse:
+        """Await a Web API call under ``API_TIMEOUT``; its failure as ``Retryable`` (rate
+        limit, Slack trouble, transport) or ``Permanent``."""
         try:
             async with asyncio.timeout(API_TIMEOUT):
-                posted = await self.web.chat_postMessage(
-                    channel=channel, text=markdown_to_mrkdwn(reply.text),
-                    thread_ts=reply.reply_context.get("thread_ts"),
-                )
+                return await call
         except SlackApiError as exc:
             error = error_of(exc)
-            message = f"slack chat.postMessage: {error}"
+            message = f"slack {method}: {error}"
             if is_transient(exc):
                 raise Retryable(message, retry_after=retry_after(exc), response=error) from exc
             raise Permanent(message, response=error) from exc
         except TRANSPORT_ERRORS as exc:
-            raise Retryable(f"slack chat.postMessage: {exc!r}") from exc
-        await self.bridge.state(self).set(_posted_key(channel, str(posted["ts"])), "1",
-                                          ttl=POSTED_TTL)
+            raise Retryable(f"slack {method}: {exc!r}") from exc

@@ -15,8 +15,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError, JMESPathTypeError
 from jmespath.parser import ParsedResult
 
-from livebridge import Attachment, Sender
-from livebridge.contacts import normalize_phone, valid_email
+from livebridge import Attachment, Sender, normalize_phone, valid_email
 from livebridge_webhook.settings import WebhookSettings
 
 __all__ = ["Mapped", "Mapper", "MappingProblem"]

@@ -9,8 +9,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from livebridge import OutboundReply, Permanent, Retryable
-from livebridge.livedesk.client import parse_retry_after
+from livebridge import OutboundReply, Permanent, Retryable, parse_retry_after
 from livebridge_webhook.settings import PLACEHOLDER, ReplySettings
 
 __all__ = ["render", "send"]

@@ -31,8 +31,7 @@ from pydantic import (
     field_validator,
 )
 
-from livebridge import SourceSettings
-from livebridge.config import Duration
+from livebridge import Duration, SourceSettings
 
 __all__ = [
     "REPLY_FIELDS",

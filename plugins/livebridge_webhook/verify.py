@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-from livebridge.signing import equal, timestamp_problem
+from livebridge import equal, timestamp_problem
 from livebridge_webhook.settings import HmacVerify, TokenVerify
 
 __all__ = ["signed_payload", "verify_problem"]

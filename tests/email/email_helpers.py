@@ -41,9 +41,10 @@ SUPPORT = "support@help.example.com"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-inbound"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
 PROVIDERS = ["mailgun", "sendgrid", "postmark", "ses", "mime"]
-#: What each provider is answered when a request is forged: 401 (retried: a rotated key must not
-#: lose mail), 403 for SNS (its signature is AWS's own, not a key of ours).
-FORGED_STATUS = {"mailgun": 401, "sendgrid": 401, "postmark": 401, "ses": 403, "mime": 401}
+#: What each provider is answered when a request is forged: a status it retries (a rotated key
+#: must not lose mail): 401, or 503 for those that retry only 5xx; 403 for SNS (its signature
+#: is AWS's own, not a key of ours).
+FORGED_STATUS = {"mailgun": 401, "sendgrid": 503, "postmark": 401, "ses": 403, "mime": 503}
 
 StartBridge = Callable[..., Awaitable[BridgeHarness]]
 

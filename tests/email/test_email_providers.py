@@ -60,7 +60,7 @@ async def test_mailgun_refuses_stale_unsigned_and_replayed(make_bridge: StartBri
     signed = mailgun_payload(msg, signature=mailgun_signature())
     assert (await post_form(client, inbox.path, signed)).status == 200
     replay = await post_form(client, inbox.path, signed)
-    assert replay.status == 401 and (await replay.json())["error"] == "reused token"
+    assert replay.status == 406 and (await replay.json())["error"] == "reused token"
 
 
 async def test_mailgun_raw_mime_mode(make_bridge: StartBridge,
@@ -98,7 +98,7 @@ async def test_sendgrid_raw_mode_and_basic_auth(make_bridge: StartBridge,
     form = sendgrid_payload(msg, raw=True)
     for headers in ({}, basic_auth(password="nope"), {"Authorization": "Bearer x"}):
         resp = await post_form(client, inbox.path, form, headers)
-        assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Basic")
+        assert resp.status == 503 and resp.headers["WWW-Authenticate"].startswith("Basic")
     assert (await post_form(client, inbox.path, form, basic_auth())).status == 200
     await inbox.bridge.wait_for(lambda: len(inbox.bridge.emulator.state.messages) == 1)
     [(_, content)] = content_of(inbox)
@@ -256,7 +256,7 @@ async def test_mime_limits_and_token_address(make_bridge: StartBridge,
     client, state = inbox.bridge.client, inbox.bridge.emulator.state
     raw = mail(subject="Hi", text="Hello").as_bytes()
     no_auth = await client.post(inbox.path, data=raw)
-    assert no_auth.status == 401 and "WWW-Authenticate" in no_auth.headers
+    assert no_auth.status == 503 and "WWW-Authenticate" in no_auth.headers
     big = mail(subject="Big", text="y" * 5000).as_bytes()
     assert (await client.post(inbox.path, data=big, headers=basic_auth())).status == 413
     assert (await client.post(inbox.path, data=b"  ", headers=basic_auth())).status == 400

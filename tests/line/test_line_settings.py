@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from livebridge import ConfigError
-from livebridge.app import collect_source_types
 from livebridge.config import load_config
-from livebridge.plugins import get_plugin_manager
+from livebridge.plugins import collect_source_types, get_plugin_manager
 from livebridge.testing import build_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,16 +8,20 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
+import shutil
 import socket
 import time
 import uuid
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
+from yarl import URL
 
 from livebridge.livedesk.emulator import EMULATOR, Emulator, Faults
 
@@ -868,3 +872,160 @@ async def test_one_emulator_served_by_two_apps_at_once(
     await emulator.agent_reply(conversation["id"], "still delivered")
     _, body = received.get_nowait()
     assert json.loads(body)["content"] == "still delivered"
+
+
+# -- files, edits, deletions and templates ---------------------------------------------------
+
+PUSH_EVENT_KEYS = {"id", "message_id", "file_type", "account_id", "extension", "data_url",
+                   "thumb_url", "file_size", "width", "height"}
+PDF = b"%PDF-1.4\n%%EOF\n"
+
+
+async def test_files_go_out_in_webhooks_as_chatwoot_shapes_them_and_are_served(
+    aiohttp_client: AiohttpClient, emulator: Emulator, receiver: tuple[TestServer, Received]
+) -> None:
+    server, received = receiver
+    emulator.webhook_url = str(server.make_url("/hook"))
+    parent = web.Application()
+    parent.add_subapp("/emulator/", emulator.app())  # as the daemon mounts it
+    client = await aiohttp_client(parent)
+    conversation = await new_conversation(await aiohttp_client(emulator.app()), name="Files")
+    cid = conversation["id"]
+
+    await client.post(f"/emulator/_emulator/conversations/{cid}/reply", json={"content": "hi"})
+    event = json.loads(received.get_nowait()[1])
+    assert "attachments" not in event  # Chatwoot omits the key when there are no files
+
+    # An agent's file-only reply through the API: multipart, outgoing, no content.
+    form = aiohttp.FormData({"message_type": "outgoing"})
+    form.add_field("attachments[]", PDF, filename="invoice-42.pdf",
+                   content_type="application/pdf")
+    response = await client.post(f"/emulator{CONVERSATIONS}/{cid}/messages", data=form,
+                                 headers=AUTH)
+    assert response.status == 200, await response.text()
+    message = await response.json()
+    event = json.loads((await asyncio.wait_for(received.get(), timeout=5))[1])
+    assert (event["id"], event["content"], event["message_type"]) == (
+        message["id"], None, "outgoing")
+    [attachment] = event["attachments"]
+    assert set(attachment) == PUSH_EVENT_KEYS
+    assert (attachment["message_id"], attachment["file_type"], attachment["extension"],
+            attachment["file_size"]) == (message["id"], "file", "pdf", len(PDF))
+    url = URL(attachment["data_url"])
+    assert url.is_absolute() and url.path == "/emulator/_emulator/files/1/invoice-42.pdf"
+    served = await client.get(url.path_qs)  # no credentials, like a signed blob URL
+    assert (served.status, served.content_type, await served.read()) == (
+        200, "application/pdf", PDF)
+    assert (await client.get("/emulator/_emulator/files/2/x.pdf")).status == 404
+
+
+async def test_the_page_reply_takes_base64_files(client: Client, emulator: Emulator) -> None:
+    cid = (await new_conversation(client, name="Page"))["id"]
+    url = f"/_emulator/conversations/{cid}/reply"
+    png = {"name": "my shot.png", "content_type": "image/png",
+           "data": base64.b64encode(b"\x89PNG").decode()}
+    response = await client.post(url, json={"content": "", "attachments": [png]})
+    assert response.status == 200, await response.text()
+    [attachment] = (await response.json())["attachments"]
+    assert (attachment["file_type"], attachment["thumb_url"]) == ("image",
+                                                                  attachment["data_url"])
+    assert emulator.state.attachments == [b"\x89PNG"]
+    assert attachment["data_url"].endswith("/_emulator/files/1/my%20shot.png")
+    served = await client.get(URL(attachment["data_url"]).path_qs)
+    assert (served.content_type, await served.read()) == ("image/png", b"\x89PNG")
+    for files in ([{**png, "data": "not base64!"}], [{"data": "AAAA"}], "x"):
+        response = await client.post(url, json={"content": "x", "attachments": files})
+        assert response.status == 422, files
+    response = await client.post(url, json={"content": " "})
+    assert response.status == 422  # no text and no file
+    response = await client.post(url, data={"content": "x"})
+    assert response.status == 415  # JSON only, as every admin endpoint
+
+
+async def test_edits_deletions_and_templates_send_their_events(
+    client: Client, emulator: Emulator, receiver: tuple[TestServer, Received]
+) -> None:
+    server, received = receiver
+    emulator.webhook_url = str(server.make_url("/hook"))
+    cid = (await new_conversation(client, name="Edits"))["id"]
+    response = await client.post(f"/_emulator/conversations/{cid}/template",
+                                 json={"content": "We are away."})
+    template = await response.json()
+    event = json.loads(received.get_nowait()[1])
+    assert (event["event"], event["id"], event["message_type"], event["sender"]) == (
+        "message_created", template["id"], "template", None)
+
+    reply = await emulator.agent_reply(cid, "It ships today.")
+    received.get_nowait()
+    response = await client.post(f"/_emulator/messages/{reply['id']}/edit",
+                                 json={"content": "It ships tomorrow."})
+    assert response.status == 200
+    event = json.loads(received.get_nowait()[1])
+    assert (event["event"], event["id"], event["content"], event["message_type"]) == (
+        "message_updated", reply["id"], "It ships tomorrow.", "outgoing")
+    response = await client.post(f"/_emulator/messages/{reply['id']}/delete", json={})
+    assert response.status == 200
+    event = json.loads(received.get_nowait()[1])
+    assert (event["event"], event["content"], event["content_attributes"]) == (
+        "message_updated", "This message was deleted", {"deleted": True})
+    assert (await client.post("/_emulator/messages/99999/delete", json={})).status == 404
+    page = await (await client.get("/")).text()
+    assert 'type="file" name="attachments"' in page
+    assert f'action="_emulator/conversations/{cid}/template"' in page
+    assert f'action="_emulator/messages/{template["id"]}/edit"' in page
+    assert f'action="_emulator/messages/{reply["id"]}/delete"' not in page  # deleted already
+
+
+@pytest.mark.browser
+async def test_on_the_page_an_agent_attaches_a_file_sends_a_template_edits_and_deletes(
+    aiohttp_server: AiohttpServer, emulator: Emulator
+) -> None:
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(executable, os.X_OK):
+        pytest.skip("no Chromium: install Debian's chromium (see .ci/run)")
+    async_api = pytest.importorskip("playwright.async_api")
+    expect = async_api.expect
+    server = await aiohttp_server(emulator.app())
+    async with aiohttp.ClientSession(base_url=str(server.make_url("/"))) as http:
+        async with http.post(CONTACTS, json={"inbox_id": INBOX, "name": "Pat"},
+                             headers=AUTH) as response:
+            contact = (await response.json())["payload"]["contact"]
+        async with http.post(CONVERSATIONS, json={"inbox_id": INBOX, "contact_id": contact["id"]},
+                             headers=AUTH) as response:
+            cid = (await response.json())["id"]
+    state = emulator.state
+
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = await browser.new_page()
+            page.on("dialog", lambda dialog: dialog.accept())
+            await page.goto(str(server.make_url("/")))
+            status = page.get_by_role("status")
+            section = page.get_by_role("region", name=f"Conversation {cid} (open)")
+            await section.get_by_label("Attach files").set_input_files(
+                files=[{"name": "invoice.pdf", "mimeType": "application/pdf", "buffer": PDF}])
+            await section.get_by_role("button", name="Send reply").click()  # file only
+            await expect(status).to_have_text(f"Reply to conversation {cid}: done.")
+            [reply] = state.messages_in(cid)
+            assert reply["content"] is None
+            assert [(a["name"], a["content_type"]) for a in reply["attachments"]] == [
+                ("invoice.pdf", "application/pdf")]
+            assert state.attachments == [PDF]
+            await expect(section.get_by_role("link", name="invoice.pdf")).to_be_visible()
+
+            await section.get_by_role("button", name="Send template message").click()
+            await expect(status).to_have_text(f"Template message in conversation {cid}: done.")
+            template = state.messages_in(cid)[-1]
+            assert template["message_type"] == 3 and template["sender"] is None
+
+            await section.get_by_label(f"New text of message {template['id']}").fill("Back soon")
+            await section.get_by_role("button", name="Edit").last.click()
+            await expect(status).to_have_text(f"Edit message {template['id']}: done.")
+            assert state.messages[template["id"]]["content"] == "Back soon"
+            await section.get_by_role("button", name="Delete", exact=True).first.click()
+            await expect(status).to_have_text(f"Delete message {reply['id']}: done.")
+            assert state.messages[reply["id"]]["content_attributes"] == {"deleted": True}
+        finally:
+            await browser.close()

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from livebridge.app import EMULATOR_CREDENTIALS
+from livebridge.daemon import EMULATOR_CREDENTIALS
 
 pytestmark = pytest.mark.browser
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -579,3 +580,95 @@ async def test_everything_survives_reopening(backend: Backend) -> None:
 
 async def test_ping_answers_when_open(store: Store) -> None:
     await store.ping()
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+
+async def put_on(store: Store, key: str, thread: str, route: str) -> bool:
+    return await store.enqueue("inbound", "src", key, thread, key, FAR, route=route)
+
+
+async def test_claim_hands_out_only_the_routes_items(store: Store) -> None:
+    await put_on(store, "in1", "t1", "livedesk")
+    await put_on(store, "r1", "t2", "reply:slack")
+    await put_on(store, "in2", "t3", "livedesk")
+    replies = await store.claim(10, FAR, route="reply:slack")
+    assert [(i.payload, i.route) for i in replies] == [("r1", "reply:slack")]
+    assert await store.claim(10, FAR, route="reply:mail") == []
+    inbound = await store.claim(1, FAR, route="livedesk")
+    assert [(i.payload, i.route) for i in inbound] == [("in1", "livedesk")]
+    assert [i.payload for i in await store.claim(10, FAR)] == ["in2"]  # any route
+    await store.complete(replies[0])
+    await put_on(store, "r2", "t2", "reply:slack")
+    assert [i.payload for i in await store.claim(10, FAR, route="reply:slack")] == ["r2"]
+
+
+async def test_a_thread_keeps_its_route_through_retries_and_replays(store: Store) -> None:
+    await put_on(store, "a", "t", "reply:slack")
+    await put_on(store, "b", "t", "reply:slack")
+    [a] = await store.claim(10, FAR, route="reply:slack")
+    await store.retry(a, 0, "HTTP 503")
+    [a] = await store.claim(10, FAR, route="reply:slack")
+    await store.dead_letter(a, "gone", None)
+    [b] = await store.claim(10, FAR, route="reply:slack")
+    await store.complete(b)
+    [letter] = await store.dead_letters()
+    assert await store.replay_dead_letter(letter.id)
+    assert await store.claim(10, FAR, route="livedesk") == []
+    [again] = await store.claim(10, FAR, route="reply:slack")
+    assert again.payload == "a"
+
+
+async def test_retry_without_counting_keeps_attempts_and_error(store: Store) -> None:
+    await put(store, "a")
+    item = await claim_one(store)
+    await store.retry(item, 0, "HTTP 503")
+    item = await claim_one(store)
+    await store.retry(item, 0.3, "HTTP 429", count=False)
+    assert await store.claim(10, FAR) == []  # still delayed
+    again = await eventually(lambda: store.claim(10, FAR), bool)
+    assert [(i.id, i.attempts, i.last_error) for i in again] == [(item.id, 1, "HTTP 503")]
+
+
+async def test_a_store_written_before_routes_opens_with_its_routes(backend: Backend) -> None:
+    """Threads written without routes get them from their keys: ``reply\\x1f<source>\\x1f...``
+    is ``reply:<source>``, anything else ``livedesk``."""
+    store = await backend.open()
+    await store.enqueue("inbound", "slack", "e1", "slack\x1fC1", "in", FAR)
+    await store.enqueue("reply", "slack", "r1", "reply\x1fslack\x1fC1", "out", FAR)
+    await backend.close(store)
+    await _forget_routes(backend)
+    store = await backend.open()
+    [reply] = await store.claim(10, FAR, route="reply:slack")
+    [inbound] = await store.claim(10, FAR, route="livedesk")
+    assert (reply.payload, inbound.payload) == ("out", "in")
+    await store.complete(reply)
+    await store.complete(inbound)
+    assert (await store.stats()).depth == 0
+
+
+async def _forget_routes(backend: Backend) -> None:
+    """Rewrite the storage as a livebridge without routes left it."""
+    if backend.kind == "sqlite":
+        with sqlite3.connect(backend.path) as conn:
+            conn.executescript(
+                "DROP INDEX threads_route_due;"
+                "CREATE TABLE old (thread TEXT PRIMARY KEY, due_at REAL NOT NULL,"
+                " leased_until REAL NOT NULL DEFAULT 0, claim TEXT) WITHOUT ROWID;"
+                "INSERT INTO old SELECT thread, due_at, leased_until, claim FROM threads;"
+                "DROP TABLE threads; ALTER TABLE old RENAME TO threads;"
+                "ALTER TABLE dead_letters DROP COLUMN route;"
+            )
+        return
+    assert backend.redis_url is not None
+    raw = aioredis.Redis.from_url(backend.redis_url, decode_responses=True)
+    try:
+        p = backend.prefix
+        for route in await raw.smembers(p + "routes"):
+            scored = dict(await raw.zrange(f"{p}due:{route}", 0, -1, withscores=True))
+            await raw.zadd(p + "due", scored)
+            await raw.delete(f"{p}due:{route}")
+        await raw.delete(p + "routes")
+    finally:
+        await raw.aclose()

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from livebridge.delivery import classify
 from livebridge.exceptions import Retryable, StoreUnavailable
+from livebridge.outbox import classify
 from livebridge.testing import BridgeHarness
 
 from .redis_server import RedisServer
