@@ -8,7 +8,10 @@ core of its own and does not share an event loop (or the GIL) with the server un
     python -m benchmarks.loadgen --url http://127.0.0.1:8080/form --connections 32 --duration 10
 
 Given ``--url`` more than once, request ``seq`` goes to URL ``seq % len(urls)`` (round-robin
-over several servers, each worker keeping a connection to each).
+over several servers, each worker keeping a connection to each). ``--rate R`` paces the timed
+phase: request k is not sent before k / R seconds after its start (a steady offered load, as
+long as the connections keep up). ``--acked-file F`` writes the ``seq`` of every timed request
+answered 2xx to F, one a line (what the server acknowledged).
 
 The last stdout line is ``{"result": {...}}``: requests, ok, errors by status, the rate of ok
 answers, latency percentiles (ms) and the CPU seconds this process used. With ``--progress``
@@ -189,13 +192,16 @@ async def run_load(
     duration: float | None = None, warmup: int = 0, body: Callable[[int], bytes],
     headers: Callable[[bytes], Mapping[str, str]] | None = None, seq_start: int = 0,
     engine: str = "raw", on_timed: Callable[[], None] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, rate: float | None = None,
+    acked: list[int] | None = None,
 ) -> LoadResult:
     """Post ``body(seq)`` for seq = seq_start, seq_start + 1, ... until ``total`` requests
     were sent or ``duration`` seconds passed, ``connections`` at a time (after ``warmup``
     requests that are not measured), with the extra ``headers(body)`` computed at send time
     (e.g. a signature). Several URLs: request ``seq`` goes to ``urls[seq % len(urls)]``.
-    ``engine``: ``raw`` (lean asyncio streams) or ``aiohttp`` (``ClientSession``)."""
+    ``engine``: ``raw`` (lean asyncio streams) or ``aiohttp`` (``ClientSession``).
+    ``rate``: timed request k waits until k / ``rate`` s after the phase began. ``acked``
+    gets the ``seq`` of every timed request answered 2xx."""
     urls = [url] if isinstance(url, str) else list(url)
     if (total is None) == (duration is None):
         raise ValueError("give exactly one of total and duration")
@@ -213,22 +219,27 @@ async def run_load(
                 return resp.status
 
         async def phase(count: int | None, seconds: float | None,
-                        latencies: array[float] | None, statuses: Counter[str]) -> None:
-            deadline = None if seconds is None else time.perf_counter() + seconds
+                        latencies: array[float] | None, statuses: Counter[str],
+                        pace: float | None = None, oks: list[int] | None = None) -> None:
+            began = time.perf_counter()
+            deadline = None if seconds is None else began + seconds
             sent = itertools.count()
 
             async def worker() -> None:
                 raws = [_RawConnection(u) for u in urls]
                 try:
                     while True:
-                        if count is not None and next(sent) >= count:
+                        k = next(sent)
+                        if count is not None and k >= count:
                             return
+                        if pace is not None:
+                            await asyncio.sleep(began + k / pace - time.perf_counter())
                         if deadline is not None and time.perf_counter() >= deadline:
                             return
                         seq = next(seqs)
                         data = body(seq)
                         extra = headers(data) if headers is not None else None
-                        began = time.perf_counter()
+                        sent_at = time.perf_counter()
                         try:
                             if engine == "raw":
                                 status = str(await raws[seq % len(raws)].post(data, extra))
@@ -239,7 +250,9 @@ async def run_load(
                                 asyncio.IncompleteReadError) as exc:
                             status = type(exc).__name__
                         if latencies is not None and status == "200":
-                            latencies.append(time.perf_counter() - began)
+                            latencies.append(time.perf_counter() - sent_at)
+                        if oks is not None and status.startswith("2"):
+                            oks.append(seq)
                         statuses[status] += 1
                 finally:
                     for raw in raws:
@@ -264,7 +277,7 @@ async def run_load(
 
             reporter = asyncio.create_task(report_forever())
         started_at, began, cpu = time.time(), time.perf_counter(), time.process_time()
-        await phase(total, duration, latencies, statuses)
+        await phase(total, duration, latencies, statuses, rate, acked)
         elapsed = time.perf_counter() - began
         cpu = time.process_time() - cpu
         if reporter is not None:
@@ -308,8 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the Slack app's signing secret (--body slack)")
     parser.add_argument("--engine", choices=ENGINES, default="raw",
                         help="raw: lean asyncio-streams client (default); aiohttp: ClientSession")
+    parser.add_argument("--rate", type=float,
+                        help="requests/s the timed phase offers at most (paced, not bursts)")
+    parser.add_argument("--acked-file",
+                        help="write the seq of every timed request answered 2xx here")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be > 0")
 
     if args.body == "slack" and not args.signing_secret:
         parser.error("--body slack needs --signing-secret")
@@ -321,13 +340,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return slack_body(seq, args.customers, run_id)
         return form_body(seq, args.customers, args.unique_emails)
 
+    acked: list[int] | None = [] if args.acked_file else None
     result = asyncio.run(run_load(
         args.url, connections=args.connections, total=args.total, duration=args.duration,
         warmup=args.warmup, body=body, seq_start=args.seq_start, engine=args.engine,
         headers=slack_signer(args.signing_secret) if args.body == "slack" else None,
         on_timed=(lambda: _emit({"timed": True})) if args.progress else None,
         progress=(lambda n: _emit({"progress": n})) if args.progress else None,
+        rate=args.rate, acked=acked,
     ))
+    if args.acked_file:
+        with open(args.acked_file, "w") as out:
+            out.writelines(f"{seq}\n" for seq in sorted(acked or ()))
     _emit({"result": asdict(result)})
     return 0
 

@@ -28,8 +28,8 @@ from benchmarks.loadgen import LoadResult
 from benchmarks.servers import API_KEY, API_SECRET, INBOX_ID
 from livebridge.testing import free_port
 
-__all__ = ["REPO", "CpuWatch", "LoadRun", "Service", "daemon", "emulator", "fake_slack",
-           "reference", "run_loadgen", "wait_for_quiet"]
+__all__ = ["REPO", "Baseline", "CpuWatch", "LoadRun", "Service", "daemon", "emulator",
+           "fake_slack", "reference", "run_loadgen", "wait_for_quiet"]
 
 REPO = Path(__file__).resolve().parent.parent
 _PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
@@ -45,8 +45,9 @@ class Service:
     """A server subprocess: ``await start()``, measure, ``await stop()``."""
 
     def __init__(self, name: str, argv: list[str], port: int, ready_path: str,
-                 workdir: Path, stop_timeout: float = 30.0) -> None:
+                 workdir: Path, stop_timeout: float = 30.0, cwd: Path = REPO) -> None:
         self.name = name
+        self.cwd = cwd
         self.stop_timeout = stop_timeout
         self.argv = argv
         self.port = port
@@ -64,7 +65,7 @@ class Service:
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=REPO, env=_env())
+                cwd=self.cwd, env=_env())
         self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
@@ -88,6 +89,13 @@ class Service:
         try:
             await asyncio.wait_for(proc.wait(), self.stop_timeout)
         except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL this process (by its pid), as a crash would, and reap it."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
 
@@ -117,15 +125,22 @@ class Service:
             return await resp.json()
 
 
-def emulator(workdir: Path, *, latency: float, name: str = "emulator") -> Service:
-    """The Livedesk emulator (with ``/_emulator/stats``), ``latency`` s per API call.
+def emulator(workdir: Path, *, latency: float, name: str = "emulator",
+             rate_limit: float = 0.0, retry_after: float = 1.0,
+             webhook: tuple[str, str] | None = None) -> Service:
+    """The Livedesk emulator (with ``/_emulator/stats``), ``latency`` s per API call, at most
+    ``rate_limit`` calls/s (beyond: 429 + ``Retry-After: retry_after``; 0: no limit), agent
+    replies posted to ``webhook`` = (URL, secret).
 
     A latency of an hour or more is a stalled Livedesk: its calls never finish during a run,
     and it is killed after 3 s at the end rather than waiting for them.
     """
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.servers", "emulator", "--port", str(port),
-            "--latency", str(latency)]
+            "--latency", str(latency), "--rate-limit", str(rate_limit),
+            "--retry-after", str(retry_after)]
+    if webhook is not None:
+        argv += ["--webhook-url", webhook[0], "--webhook-secret", webhook[1]]
     return Service(name, argv, port, "/_emulator/stats", workdir,
                    stop_timeout=3.0 if latency >= 3600 else 30.0)
 
@@ -156,13 +171,53 @@ def fake_slack(workdir: Path, *, users: int, name: str = "fake-slack") -> Servic
     return Service(name, argv, port, "/api/auth.test", workdir)
 
 
+class Baseline:
+    """The daemon as of an older commit, to run beside this one: a detached git worktree of
+    ``rev`` in ``workdir`` with its own venv (``python -m venv``, ``pip install -e``)."""
+
+    def __init__(self, rev: str, workdir: Path) -> None:
+        self.rev = rev
+        self.path = workdir / f"baseline-{rev}"
+        self.python = self.path / ".venv" / "bin" / "python"
+        self.commit = ""
+
+    async def prepare(self) -> None:
+        """Check out ``rev`` and install it (a minute or less with pip's cache)."""
+        await _check([*_GIT, "worktree", "add", "--detach", str(self.path), self.rev])
+        self.commit = (await _check([*_GIT, "-C", str(self.path), "rev-parse", "--short",
+                                     "HEAD"])).strip()
+        await _check([sys.executable, "-m", "venv", str(self.path / ".venv")])
+        await _check([str(self.python), "-m", "pip", "install", "--quiet", "-e",
+                      str(self.path)])
+
+    async def remove(self) -> None:
+        """Remove the worktree (and its venv) again."""
+        await _check([*_GIT, "worktree", "remove", "--force", str(self.path)])
+
+
+_GIT = ["git", "-C", str(REPO)]
+
+
+async def _check(argv: Sequence[str]) -> str:
+    """Run ``argv`` (with this environment: pip may need its proxy); its stdout, or raise."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): "
+                           f"{err.decode(errors='replace')[-2000:]}")
+    return out.decode()
+
+
 def daemon(workdir: Path, *, desk: Service, name: str = "daemon",
-           sources: Sequence[Mapping[str, Any]] = (), **sections: Mapping[str, Any]) -> Service:
+           sources: Sequence[Mapping[str, Any]] = (), port: int | None = None,
+           engine: Baseline | None = None, **sections: Mapping[str, Any]) -> Service:
     """``livebridge run`` with the shipped form source (plus ``sources``, more entries of the
     config's ``sources:``), a fresh SQLite file in ``workdir``, logging at warning, and
     Livedesk at ``desk`` (an ``emulator``). ``sections`` are merged into the config's
-    sections, e.g. ``delivery={"concurrency": 64}`` or ``store={"url": "redis://..."}``."""
-    port = free_port()
+    sections, e.g. ``delivery={"concurrency": 64}`` or ``store={"url": "redis://..."}``.
+    ``engine``: run that baseline's code (its venv, from its worktree) instead of this one."""
+    port = port or free_port()
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port},
         "livedesk": {"base_url": desk.url, "api_key": API_KEY, "api_secret": API_SECRET,
@@ -177,8 +232,10 @@ def daemon(workdir: Path, *, desk: Service, name: str = "daemon",
         config[section] = {**config.get(section, {}), **values}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    argv = [sys.executable, "-m", "livebridge", "run", "--config", str(path)]
-    return Service(name, argv, port, "/readyz", workdir)
+    python = sys.executable if engine is None else str(engine.python)
+    argv = [python, "-m", "livebridge", "run", "--config", str(path)]
+    return Service(name, argv, port, "/readyz", workdir,
+                   cwd=REPO if engine is None else engine.path)
 
 
 def _busy_seconds() -> float:

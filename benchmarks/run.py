@@ -1,12 +1,15 @@
 """Side-by-side benchmarks: livebridge against a reference, in the same run.
 
     python -m benchmarks.run [--only ingest,delivery,memory] [--quick] [--update-results]
+                             [--baseline REV | --no-baseline]
 
 Each scenario is one async function registered with ``@scenario``; it starts what it needs
 as real subprocesses (``benchmarks.procs``), drives them with the load generator (its own
 process) and returns a ``Report``: tables, pass/fail checks against the targets, notes.
 The run writes ``benchmarks/out/<stamp>/results.{md,json}`` (logs and configs beside them);
-``--update-results`` also puts the tables into ``benchmarks/RESULTS.md``.
+``--update-results`` also puts the tables into ``benchmarks/RESULTS.md``. Scenarios that
+compare against the baseline engine (``--baseline``, an older commit) get it from
+``Bench.baseline()``: checked out and installed once per run, in the run's directory.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import psutil
 
 from benchmarks.procs import (
     REPO,
+    Baseline,
     CpuWatch,
     LoadRun,
     Service,
@@ -106,6 +110,35 @@ class Report:
 # --- the context every scenario gets ----------------------------------------------------------
 
 
+class Engines:
+    """The run's baseline engine (``--baseline REV``; none with ``--no-baseline``), checked
+    out and installed when a scenario first asks for it, removed when the run ends."""
+
+    def __init__(self, rev: str | None, outdir: Path) -> None:
+        self.rev = rev
+        self.outdir = outdir
+        self._baseline: Baseline | None = None
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def baseline(self) -> Baseline | None:
+        if self.rev is None:
+            return None
+        async with self._lock:
+            if self._baseline is None:
+                log(f"preparing the baseline engine {self.rev} (git worktree and venv)")
+                self._baseline = Baseline(self.rev, self.outdir)
+                await self._baseline.prepare()
+                self._ready = True
+            elif not self._ready:
+                raise RuntimeError(f"the baseline engine {self.rev} could not be prepared")
+        return self._baseline
+
+    async def close(self) -> None:
+        if self._baseline is not None and self._baseline.path.exists():
+            await self._baseline.remove()
+
+
 @dataclass
 class Bench:
     """Where a scenario works, how big it runs, and the processes it started."""
@@ -115,7 +148,12 @@ class Bench:
     options: argparse.Namespace
     stack: contextlib.AsyncExitStack
     session: aiohttp.ClientSession
+    engines: Engines
     running: list[Service] = field(default_factory=list)
+
+    async def baseline(self) -> Baseline | None:
+        """The baseline engine to run beside this commit (None: ``--no-baseline``)."""
+        return await self.engines.baseline()
 
     async def start(self, service: Service) -> Service:
         """Start ``service``; it is stopped when the scenario ends (or by ``stop``)."""
@@ -151,7 +189,7 @@ class Bench:
         await self.quiet()
         return await run_loadgen(url, watch=list(self.running), **options)
 
-    async def stats(self, emu: Service) -> dict[str, int]:
+    async def stats(self, emu: Service) -> dict[str, Any]:
         return dict(await emu.get_json("/_emulator/stats", self.session))
 
     async def prewarm(self, url: str | Sequence[str], emu: Service,
@@ -170,11 +208,12 @@ class Bench:
         return counts
 
     async def until_messages(self, emu: Service, count: int, timeout: float = 120.0,
-                             every: float = 0.01) -> float:
-        """Poll the emulator until it holds ``count`` messages; returns that epoch time."""
+                             every: float = 0.01, key: str = "messages") -> float:
+        """Poll the emulator until it holds ``count`` messages (``key``: or another of its
+        stats, e.g. ``incoming``); returns that epoch time."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (await self.stats(emu))["messages"] >= count:
+            if (await self.stats(emu))[key] >= count:
                 return time.time()
             dead = [s.name for s in self.running if s.proc and s.proc.returncode is not None]
             if dead:
@@ -526,6 +565,7 @@ sys.modules.setdefault("benchmarks.run", sys.modules[__name__])
 from benchmarks import slack_ingest  # noqa: E402, F401, I001
 from benchmarks import scaleout  # noqa: E402, F401
 from benchmarks import group_commit  # noqa: E402, F401
+from benchmarks import resilience  # noqa: E402, F401
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -577,7 +617,9 @@ def update_results(block: str) -> None:
 
 async def run(names: Sequence[str], options: argparse.Namespace, outdir: Path) -> list[Report]:
     reports = []
-    async with aiohttp.ClientSession() as session:
+    engines = Engines(options.baseline, outdir)
+    async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as run_stack:
+        run_stack.push_async_callback(engines.close)
         for name in names:
             workdir = outdir / name
             workdir.mkdir(parents=True, exist_ok=True)
@@ -585,7 +627,7 @@ async def run(names: Sequence[str], options: argparse.Namespace, outdir: Path) -
             log(f"== {name}")
             try:
                 async with contextlib.AsyncExitStack() as stack:
-                    bench = Bench(workdir, options.quick, options, stack, session)
+                    bench = Bench(workdir, options.quick, options, stack, session, engines)
                     report = await SCENARIOS[name](bench)
             except Exception as exc:  # one broken scenario must not lose the others
                 log(f"{name}: {type(exc).__name__}: {exc}")
@@ -609,6 +651,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--update-results", action="store_true",
                         help="write the tables into benchmarks/RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite files")
+    parser.add_argument("--baseline", default="f458e79", metavar="REV",
+                        help="the engine to compare with where a scenario does (default "
+                        "f458e79, before the delivery redesign)")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_const", const=None,
+                        help="run no baseline engine")
     args = parser.parse_args(argv)
     names = list(SCENARIOS) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in SCENARIOS]

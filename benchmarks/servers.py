@@ -16,12 +16,18 @@
         in the background (N at a time, default 64), contact and conversation created once
         per email and kept in a dict. No store, no validation: strictly less than any bridge
         does, and nothing survives a crash.
-    python -m benchmarks.servers emulator --port P --latency S
-        ``livebridge emulator`` (the same ``Emulator`` and ``Faults(latency=S)``) plus a cheap
-        ``GET /_emulator/stats`` with counts, since ``/_emulator/state`` serialises everything.
+    python -m benchmarks.servers emulator --port P --latency S [--rate-limit N]
+            [--retry-after S] [--webhook-url URL --webhook-secret SECRET]
+        ``livebridge emulator`` (the same ``Emulator`` and ``Faults``: latency, a token-bucket
+        limit of N calls/s answered ``429`` + ``Retry-After``; outages through ``POST
+        /_emulator/faults {"outage_seconds": N}``; agent replies signed to URL) plus a cheap
+        ``GET /_emulator/stats`` with counts, since ``/_emulator/state`` serialises everything,
+        and ``GET /_emulator/digest``: per conversation its contact's email and the ``[seq]``
+        numbers of its incoming messages, in order.
     python -m benchmarks.servers slack --port P --users N
         ``livebridge_slack.fake.FakeSlack``'s Web API (bot token ``xoxb-bench``) knowing N users
-        (``loadgen.slack_user(i)``), so that ``users.info`` answers at once.
+        (``loadgen.slack_user(i)``), so that ``users.info`` answers at once; its
+        ``GET /_fake/stats`` gives when each ``chat.postMessage`` arrived.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import secrets
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -156,23 +163,49 @@ def floor_delivery_app(livedesk_url: str, concurrency: int) -> web.Application:
     return _with_client(_form_app(submit), livedesk_url)
 
 
-def emulator_app(latency: float) -> web.Application:
-    """The Livedesk emulator with ``GET /_emulator/stats`` (counts only)."""
+_SEQ = re.compile(r"\[(\d+)\]")
+
+
+def emulator_app(latency: float, rate_limit: float = 0.0, retry_after: float = 1.0,
+                 webhook_url: str | None = None,
+                 webhook_secret: str | None = None) -> web.Application:
+    """The Livedesk emulator with ``GET /_emulator/stats`` (counts: of records, of API calls,
+    of calls by status) and ``GET /_emulator/digest``."""
     emulator = Emulator(api_key=API_KEY, api_secret=API_SECRET, inbox_id=INBOX_ID,
-                        faults=Faults(latency=latency))
+                        faults=Faults(latency=latency, rate_limit=rate_limit,
+                                      retry_after=retry_after),
+                        webhook_url=webhook_url, webhook_secret=webhook_secret)
 
     async def stats(request: web.Request) -> web.Response:
         state = emulator.state
-        by_status = [(int(status), n) for route in state.call_summary().values()
-                     for status, n in route.items()]
+        by_status: dict[str, int] = {}
+        for route in state.call_summary().values():
+            for status, n in route.items():
+                by_status[status] = by_status.get(status, 0) + n
         return web.json_response({
             "contacts": len(state.contacts), "conversations": len(state.conversations),
-            "messages": len(state.messages), "calls": sum(n for _, n in by_status),
-            "failed_calls": sum(n for status, n in by_status if status >= 300),
+            "messages": len(state.messages),
+            "incoming": sum(m["message_type"] == 0 for m in state.messages.values()),
+            "calls": sum(by_status.values()),
+            "failed_calls": sum(n for status, n in by_status.items() if int(status) >= 300),
+            "by_status": by_status,
         })
+
+    async def digest(request: web.Request) -> web.Response:
+        state = emulator.state
+        seqs: dict[int, list[int]] = {cid: [] for cid in state.conversations}
+        for message in state.messages.values():
+            found = _SEQ.match(message["content"] or "") if message["message_type"] == 0 else None
+            if found is not None:
+                seqs.setdefault(message["conversation_id"], []).append(int(found[1]))
+        return web.json_response({"conversations": [
+            {"id": cid, "email": conversation["meta"]["sender"].get("email"),
+             "seqs": seqs.get(cid, [])}
+            for cid, conversation in state.conversations.items()]})
 
     app = emulator.app()
     app.router.add_get("/_emulator/stats", stats)
+    app.router.add_get("/_emulator/digest", digest)
     return app
 
 
@@ -195,6 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64,
                         help="Livedesk calls at once (floor-delivery)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per call (emulator)")
+    parser.add_argument("--rate-limit", type=float, default=0.0,
+                        help="calls/s beyond which it answers 429 (emulator; 0: none)")
+    parser.add_argument("--retry-after", type=float, default=1.0,
+                        help="the Retry-After of its 429s, seconds (emulator)")
+    parser.add_argument("--webhook-url", help="where agent replies are posted (emulator)")
+    parser.add_argument("--webhook-secret", help="what they are signed with (emulator)")
     parser.add_argument("--users", type=int, default=1000, help="users it knows (slack)")
     args = parser.parse_args(argv)
     configure_logging("warning", "json")
@@ -213,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.kind == "slack":
         app = slack_app(args.users)
     else:
-        app = emulator_app(args.latency)
+        app = emulator_app(args.latency, args.rate_limit, args.retry_after, args.webhook_url,
+                           args.webhook_secret)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
     return 0
 

@@ -102,7 +102,7 @@ async def slack(b: Bench) -> Report:
             bridge = await b.start(daemon(
                 b.workdir, desk=desk, name=f"daemon-{name}", sources=[source],
                 delivery={**delivery, "max_outbox": 1_000_000},
-                **({"livedesk": {"timeout": 7200}} if held else {})))
+                livedesk={"timeout": 7200} if held else {}))
             # One message per customer first: on the Slack side this fills the user cache
             # (each user's first event waits for ``users.info``); on both it makes contacts.
             warm = await run_loadgen(bridge.url + _LOADS[kind]["path"], connections=CONNECTIONS,

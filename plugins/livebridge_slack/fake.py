@@ -57,6 +57,8 @@ class FakeSlack:
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
         self.posted: list[dict[str, Any]] = []
+        #: When each ``posted`` message arrived (epoch seconds), in the same order.
+        self.posted_at: list[float] = []
         self.calls: list[tuple[str, Params]] = []
         self.fail_users_info = False
         #: Seconds users.info takes to answer (a slow Slack).
@@ -176,8 +178,19 @@ class FakeSlack:
         app.router.add_post("/upload/v1/{id}", self._upload)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket-mode", self._socket_mode)
+        app.router.add_get("/_fake/stats", self._stats)
         app.on_shutdown.append(self._on_shutdown)
         return app
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """``chat.postMessage`` arrivals from index ``?since=`` on: ``[epoch, text]`` each."""
+        try:
+            since = max(0, int(request.query.get("since", "0")))
+        except ValueError:
+            return _error("invalid_arguments", status=400)
+        arrivals = [[at, str(message.get("text", ""))] for at, message in
+                    zip(self.posted_at[since:], self.posted[since:], strict=True)]
+        return web.json_response({"posted": len(self.posted), "arrivals": arrivals})
 
     # Web API
 
@@ -251,6 +264,7 @@ class FakeSlack:
         if params.get("thread_ts"):
             message["thread_ts"] = params["thread_ts"]
         self.posted.append({**params, "ts": ts})
+        self.posted_at.append(time.time())
         return _ok(channel=channel, ts=ts, message=message)
 
     def _posted_message(self, params: Params) -> dict[str, Any] | None:

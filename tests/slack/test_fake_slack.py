@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -243,3 +244,19 @@ async def test_send_without_client_times_out(slack: FakeSlack, server: TestServe
         await slack.wait_for_socket_client(timeout=0.05)
     with pytest.raises(TimeoutError):
         await slack.send_events_api(MESSAGE_EVENT, timeout=0.05)
+
+
+async def test_stats_give_arrival_times(server: TestServer) -> None:
+    client = web_client(server)
+    before = time.time()
+    for text in ("one", "two", "three"):
+        await client.chat_postMessage(channel="C1", text=text)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/_fake/stats?since=1")) as resp:
+            stats = await resp.json()
+        async with session.get(server.make_url("/_fake/stats?since=x")) as resp:
+            assert resp.status == 400
+    assert stats["posted"] == 3
+    assert [text for _, text in stats["arrivals"]] == ["two", "three"]
+    times = [at for at, _ in stats["arrivals"]]
+    assert before <= times[0] <= times[1] <= time.time()
