@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
+from smtp_helpers import smtp_server  # noqa: F401 - the fixture, for every test
 
 from livebridge import (
     Attachment,

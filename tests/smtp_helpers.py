@@ -30,10 +30,19 @@ class Received:
 
 
 class _Handler:
-    """aiosmtpd handler: hands each mail to the test's loop (it runs in the server thread)."""
+    """aiosmtpd handler: refuses the recipients in ``refused`` (550), hands each mail to the
+    test's loop (it runs in the server thread)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Received]):
-        self.loop, self.queue = loop, queue
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Received],
+                 refused: set[str]):
+        self.loop, self.queue, self.refused = loop, queue, refused
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address in self.refused:
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = BytesParser(policy=policy.default).parsebytes(envelope.content)
@@ -48,6 +57,8 @@ class _Handler:
 class SMTPServer:
     port: int
     inbox: asyncio.Queue[Received]
+    #: Recipients refused with 550 (change it at any time).
+    refused: set[str]
 
     async def next(self, timeout: float = 10) -> Received:
         """The next mail received (no sleeping: waits on the queue)."""
@@ -58,11 +69,12 @@ class SMTPServer:
 async def running_smtp(smtputf8: bool = False) -> AsyncIterator[SMTPServer]:
     """A real SMTP server (aiosmtpd) on 127.0.0.1, offering SMTPUTF8 if ``smtputf8``."""
     queue: asyncio.Queue[Received] = asyncio.Queue()
-    controller = Controller(_Handler(asyncio.get_running_loop(), queue), hostname="127.0.0.1",
-                            port=free_port(), enable_SMTPUTF8=smtputf8)
+    refused: set[str] = set()
+    controller = Controller(_Handler(asyncio.get_running_loop(), queue, refused),
+                            hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
-        yield SMTPServer(controller.port, queue)
+        yield SMTPServer(controller.port, queue, refused)
     finally:
         controller.stop()
 

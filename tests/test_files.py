@@ -5,51 +5,23 @@ real local SMTP server."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import email
-import email.policy
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from smtp_helpers import SMTPServer, smtp_section
 
 from livebridge.testing import BridgeHarness
 
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
 
-class Inbox:
-    """An aiosmtpd handler keeping every mail it is given."""
-
-    def __init__(self) -> None:
-        self.mails: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        self.mails.append(email.message_from_bytes(raw, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[tuple[Inbox, int]]:
-    """A real SMTP server on a random local port, in the test's event loop."""
-    inbox = Inbox()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(inbox, hostname="localhost"), "127.0.0.1", 0)
-    yield inbox, server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-
-
 async def form_conversation(make_bridge: Any, port: int) -> tuple[BridgeHarness, int]:
     """A web-form customer wrote; the emulator sends its webhooks to the bridge."""
     bridge: BridgeHarness = await make_bridge({
         "sources": [{"type": "form", "title": "Acme"}],
-        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none",
-                 "sender": "support@example.com"}})
+        "smtp": smtp_section(port)})
     resp = await bridge.client.post("/form", headers={"Accept": "application/json"},
                                     data={"email": "ann@example.com", "message": "Invoice?"})
     assert resp.status == 200
@@ -79,23 +51,20 @@ def parts(mail: EmailMessage) -> list[tuple[str | None, str, bytes]]:
 
 @pytest.mark.parametrize("text", ["Your invoice is attached.", ""])
 async def test_a_reply_pdf_reaches_the_mail_as_a_pdf_part(make_bridge: Any,
-                                                          smtp: tuple[Inbox, int],
+                                                          smtp_server: SMTPServer,
                                                           text: str) -> None:
-    inbox, port = smtp
-    bridge, cid = await form_conversation(make_bridge, port)
+    bridge, cid = await form_conversation(make_bridge, smtp_server.port)
     await reply(bridge, f"conversations/{cid}/reply", {"content": text,
                                                        "attachments": [PDF_FILE]})
-    await bridge.wait_for(lambda: len(inbox.mails) == 1)
-    [mail] = inbox.mails
+    mail = (await smtp_server.next()).message
     assert parts(mail) == [("invoice-42.pdf", "application/pdf", PDF)]
     body = mail.get_body(("plain",))
     assert body is not None and body.get_content().strip() == text
 
 
 async def test_a_file_that_cannot_be_fetched_becomes_a_line(make_bridge: Any,
-                                                             smtp: tuple[Inbox, int]) -> None:
-    inbox, port = smtp
-    bridge, cid = await form_conversation(make_bridge, port)
+                                                             smtp_server: SMTPServer) -> None:
+    bridge, cid = await form_conversation(make_bridge, smtp_server.port)
     gone = bridge.url("/emulator/_emulator/files/99/invoice-42.pdf")  # answers 404
     event = {"event": "message_created", "id": 9001, "content": "See the file.",
              "message_type": "outgoing", "private": False, "conversation": {"id": cid},
@@ -105,8 +74,7 @@ async def test_a_file_that_cannot_be_fetched_becomes_a_line(make_bridge: Any,
                               "height": None}]}
     resp = await bridge.post_webhook(event)
     assert resp.status == 200 and (await resp.json())["queued"] is True
-    await bridge.wait_for(lambda: len(inbox.mails) == 1)
-    [mail] = inbox.mails
+    mail = (await smtp_server.next()).message
     assert parts(mail) == []
     plain = mail.get_body(("plain",))
     assert plain is not None and plain.get_content().splitlines() == [
@@ -114,15 +82,14 @@ async def test_a_file_that_cannot_be_fetched_becomes_a_line(make_bridge: Any,
 
 
 async def test_an_edit_or_delete_cannot_unsend_a_mail(make_bridge: Any,
-                                                      smtp: tuple[Inbox, int]) -> None:
-    inbox, port = smtp
-    bridge, cid = await form_conversation(make_bridge, port)
+                                                      smtp_server: SMTPServer) -> None:
+    bridge, cid = await form_conversation(make_bridge, smtp_server.port)
     sent = await reply(bridge, f"conversations/{cid}/reply", {"content": "It ships today."})
-    await bridge.wait_for(lambda: len(inbox.mails) == 1)
+    await smtp_server.next()
     await reply(bridge, f"messages/{sent['id']}/edit", {"content": "It ships tomorrow."})
     await reply(bridge, f"messages/{sent['id']}/delete", {})
     await bridge.wait_idle()
-    assert len(inbox.mails) == 1
+    assert smtp_server.inbox.empty()
 
     def dropped(action: str) -> float | None:
         return bridge.daemon.metrics.registry.get_sample_value(

@@ -7,51 +7,15 @@ with 550, and the ``livebridge`` command on the daemon's store."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from smtp_helpers import SMTPServer, smtp_section
 
 from livebridge._livedesk.emulator import Faults
 from livebridge.testing import BridgeHarness
-
-
-class Mailboxes:
-    """An aiosmtpd handler: refuses the addresses in ``unknown`` (550), keeps the rest."""
-
-    def __init__(self) -> None:
-        self.unknown = {"ann@example.com"}
-        self.mails: list[EmailMessage] = []
-
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
-        if address in self.unknown:
-            return "550 5.1.1 <ann@example.com>: mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or b""
-        self.mails.append(email.message_from_bytes(raw, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[tuple[Mailboxes, int]]:
-    """A real SMTP server on a random local port, in the test's event loop."""
-    mailboxes = Mailboxes()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(mailboxes, hostname="localhost"), "127.0.0.1", 0)
-    yield mailboxes, server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
 
 
 async def refused_reply(make_bridge: Any, port: int, db: Path, faults: Faults | None = None,
@@ -62,8 +26,7 @@ async def refused_reply(make_bridge: Any, port: int, db: Path, faults: Faults | 
     bridge: BridgeHarness = await make_bridge({
         "sources": [{"type": "form", "title": "Acme"}], "livedesk": livedesk,
         "store": {"url": f"sqlite:///{db}"},
-        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none",
-                 "sender": "support@example.com"}})
+        "smtp": smtp_section(port)})
     resp = await bridge.client.post("/form", headers={"Accept": "application/json"},
                                     data={"email": "ann@example.com", "message": "Invoice?"})
     assert resp.status == 200
@@ -92,11 +55,11 @@ async def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_a_dead_lettered_reply_leaves_a_private_note_and_replay_sends_it(
-        make_bridge: Any, smtp: tuple[Mailboxes, int], tmp_path: Path) -> None:
-    mailboxes, port = smtp
+        make_bridge: Any, smtp_server: SMTPServer, tmp_path: Path) -> None:
+    smtp_server.refused.add("ann@example.com")
     db = tmp_path / "notes.db"
-    bridge, conversation = await refused_reply(make_bridge, port, db)
-    assert mailboxes.mails == []
+    bridge, conversation = await refused_reply(make_bridge, smtp_server.port, db)
+    assert smtp_server.inbox.empty()
 
     [note] = notes_in(bridge, conversation)
     assert note["message_type"] == 1  # outgoing: from the agents' side, never the customer's
@@ -117,15 +80,14 @@ async def test_a_dead_lettered_reply_leaves_a_private_note_and_replay_sends_it(
     assert (await bridge.daemon.store.stats()).depth == 0
 
     # The mailbox exists now: the operator replays the dead letter, the mail goes out.
-    mailboxes.unknown.clear()
+    smtp_server.refused.clear()
     config = tmp_path / "ops.yaml"  # only store: is read (the slack source needs no secrets)
     config.write_text(f"store:\n  url: sqlite:///{db}\nsources:\n  - type: slack\n")
     [letter] = (await cli(config, "dlq", "list")).stdout.splitlines()
     assert "\treply\tform\t" in letter
     replay = await cli(config, "dlq", "replay", letter.split("\t")[0])
     assert replay.returncode == 0, replay.stderr
-    await bridge.wait_for(lambda: len(mailboxes.mails) == 1)
-    [mail] = mailboxes.mails
+    mail = (await smtp_server.next()).message
     assert mail["To"] == "ann@example.com"
     plain = mail.get_body(("plain",))
     assert plain is not None and plain.get_content().strip() == "Your invoice is on its way."
@@ -133,21 +95,21 @@ async def test_a_dead_lettered_reply_leaves_a_private_note_and_replay_sends_it(
     assert len(notes_in(bridge, conversation)) == 1
 
 
-async def test_no_note_when_the_setting_is_off(make_bridge: Any, smtp: tuple[Mailboxes, int],
+async def test_no_note_when_the_setting_is_off(make_bridge: Any, smtp_server: SMTPServer,
                                                tmp_path: Path) -> None:
-    _, port = smtp
-    bridge, conversation = await refused_reply(make_bridge, port, tmp_path / "off.db",
+    smtp_server.refused.add("ann@example.com")
+    bridge, conversation = await refused_reply(make_bridge, smtp_server.port, tmp_path / "off.db",
                                                   note_failed_replies=False)
     assert notes_in(bridge, conversation) == []
     assert len(bridge.emulator.state.messages_in(conversation)) == 2  # question and reply
 
 
 async def test_a_note_that_cannot_be_posted_keeps_the_dead_letter(
-        make_bridge: Any, smtp: tuple[Mailboxes, int], tmp_path: Path) -> None:
+        make_bridge: Any, smtp_server: SMTPServer, tmp_path: Path) -> None:
     """Livedesk refuses the note (422): logged; the dead letter stays, to be replayed."""
-    _, port = smtp
+    smtp_server.refused.add("ann@example.com")
     db = tmp_path / "refused.db"
-    bridge, conversation = await refused_reply(make_bridge, port, db,
+    bridge, conversation = await refused_reply(make_bridge, smtp_server.port, db,
                                                faults=Faults(reject_messages=True))
     [letter] = await bridge.daemon.store.dead_letters()
     assert letter.kind == "reply" and "550" in letter.reason
