@@ -301,7 +301,10 @@ async def ingest(b: Bench) -> Report:
     stalled = await b.start(emulator(b.workdir, latency=3600, name="emulator-stalled"))
     held = await b.start(daemon(b.workdir, desk=stalled, name="daemon-held",
                                 livedesk={"timeout": 7200},
-                                delivery={"concurrency": 1, "shutdown_timeout": 1}))
+                                # the outbox only grows: its backpressure bound must not answer
+                                # 503 within the run (three runs reach 100,000 on a fast machine)
+                                delivery={"concurrency": 1, "shutdown_timeout": 1,
+                                          "attempt_timeout": 7200, "max_outbox": 10_000_000}))
     floor_side = _Side("floor: bare + SQLite outbox, no validation (reference)", floor,
                        reference=True)
     sides = [_Side("bare aiohttp handler (reference)", bare, reference=True), floor_side,
