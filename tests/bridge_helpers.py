@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from smtp_helpers import smtp_section
+
 from livebridge import InboundMessage, hookimpl
 from livebridge._store.base import DeadLetter
 from livebridge.testing import BridgeHarness
@@ -61,3 +63,19 @@ async def nothing_stored(bridge: BridgeHarness) -> None:
     assert (stats.depth, stats.dead_letters) == (0, 0)
     state = bridge.emulator.state
     assert not state.messages and not state.contacts and not state.conversations
+
+
+async def form_customer_wrote(make_bridge: Any, smtp_port: int, **config: Any
+                              ) -> tuple[BridgeHarness, int]:
+    """A bridge with a web form (replies by mail to ``smtp_port``) where one customer wrote
+    and the message is delivered: the bridge and its Livedesk conversation. ``config``: more
+    top-level sections."""
+    bridge: BridgeHarness = await make_bridge({
+        "sources": [{"type": "form", "title": "Acme"}], **config,
+        "smtp": smtp_section(smtp_port)})
+    resp = await bridge.client.post("/form", headers={"Accept": "application/json"},
+                                    data={"email": "ann@example.com", "message": "Invoice?"})
+    assert resp.status == 200
+    state = bridge.emulator.state
+    await bridge.wait_for(lambda: len(state.messages) == 1)
+    return bridge, int(next(iter(state.messages.values()))["conversation_id"])

@@ -10,7 +10,8 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from smtp_helpers import SMTPServer, smtp_section
+from bridge_helpers import form_customer_wrote
+from smtp_helpers import SMTPServer
 
 from livebridge.testing import BridgeHarness
 
@@ -19,16 +20,9 @@ PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
 async def form_conversation(make_bridge: Any, port: int) -> tuple[BridgeHarness, int]:
     """A web-form customer wrote; the emulator sends its webhooks to the bridge."""
-    bridge: BridgeHarness = await make_bridge({
-        "sources": [{"type": "form", "title": "Acme"}],
-        "smtp": smtp_section(port)})
-    resp = await bridge.client.post("/form", headers={"Accept": "application/json"},
-                                    data={"email": "ann@example.com", "message": "Invoice?"})
-    assert resp.status == 200
-    state = bridge.emulator.state
-    await bridge.wait_for(lambda: len(state.messages) == 1)
+    bridge, conversation = await form_customer_wrote(make_bridge, port)
     bridge.emulator.webhook_url = bridge.url("/livedesk/webhook")
-    return bridge, int(next(iter(state.messages.values()))["conversation_id"])
+    return bridge, conversation
 
 
 async def reply(bridge: BridgeHarness, path: str, body: dict[str, Any]) -> dict[str, Any]:

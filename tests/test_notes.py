@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from smtp_helpers import SMTPServer, smtp_section
+from bridge_helpers import form_customer_wrote
+from smtp_helpers import SMTPServer
 
 from livebridge._livedesk.emulator import Faults
 from livebridge.testing import BridgeHarness
@@ -23,17 +24,8 @@ async def refused_reply(make_bridge: Any, port: int, db: Path, faults: Faults | 
     """A web-form customer wrote, an agent answered (``faults`` then on the emulator), and
     the SMTP server refused the mail: the bridge and the conversation, once the reply is
     dead-lettered."""
-    bridge: BridgeHarness = await make_bridge({
-        "sources": [{"type": "form", "title": "Acme"}], "livedesk": livedesk,
-        "store": {"url": f"sqlite:///{db}"},
-        "smtp": smtp_section(port)})
-    resp = await bridge.client.post("/form", headers={"Accept": "application/json"},
-                                    data={"email": "ann@example.com", "message": "Invoice?"})
-    assert resp.status == 200
-    state = bridge.emulator.state
-    await bridge.wait_for(lambda: len(state.messages) == 1)
-    [question] = state.messages.values()
-    conversation = question["conversation_id"]
+    bridge, conversation = await form_customer_wrote(
+        make_bridge, port, livedesk=livedesk, store={"url": f"sqlite:///{db}"})
     bridge.emulator.faults = faults or Faults()
     await bridge.agent_reply(conversation, "Your **invoice** is on its way.")
 
