@@ -307,7 +307,9 @@ class Daemon(Bridge):
     def _flow(self, concurrency: int, limiter: RateLimiter) -> Flow:
         delivery = self.config.delivery
         return Flow(concurrency, Breaker(delivery.breaker_threshold, delivery.probe_interval,
-                                         delivery.probe_cap), limiter, delivery.retry_after_cap)
+                                         delivery.probe_cap), limiter,
+                    # a throttle's pause must end well within an attempt that waits it out
+                    min(delivery.retry_after_cap, delivery.attempt_timeout / 2))
 
     async def _serve_emulator(self, emulator: Emulator, stack: contextlib.AsyncExitStack) -> str:
         runner = web.AppRunner(emulator.app(), access_log=None)

@@ -292,10 +292,10 @@ class Route(ABC):
 
     def capacity(self) -> int:
         """How many more items the route may start now."""
-        if self._paused_until > self.clock():
-            return 0
-        allowed = self.breaker.allow()
         free = self.concurrency - len(self.tasks)
+        if free <= 0 or self._paused_until > self.clock():
+            return 0  # (before allow(): a probe it grants must be sent)
+        allowed = self.breaker.allow()
         return free if allowed < 0 else min(free, allowed)
 
     def describe(self) -> dict[str, Any]:
@@ -320,6 +320,7 @@ class Dispatcher:
         self.last_error: str | None = None
         self._stopping = asyncio.Event()
         self._runners: list[asyncio.Task[None]] = []
+        self._heartbeat_task: asyncio.Task[None] | None = None
         #: The items being delivered now, whose leases the heartbeat renews.
         self._leased: dict[str, OutboxItem] = {}
         #: Notified whenever an item is delivered, retried or dead-lettered.
@@ -339,7 +340,7 @@ class Dispatcher:
         """Start claiming and delivering in the background, one runner per route."""
         self._runners = [asyncio.create_task(self._run(route), name=f"livebridge-{name}")
                          for name, route in self.routes.items()]
-        self._runners.append(asyncio.create_task(self._heartbeat(), name="livebridge-leases"))
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="livebridge-leases")
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming; let in-flight deliveries finish within ``timeout``, cancel the rest.
@@ -356,6 +357,9 @@ class Dispatcher:
             await asyncio.gather(*pending, return_exceptions=True)
             if pending:
                 log.warning("shutdown: deliveries cut short, they stay queued", count=len(pending))
+        if self._heartbeat_task is not None:  # last: the leases of what still ran stay renewed
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
 
     async def _run(self, route: Route) -> None:
         while not self._stopping.is_set():
@@ -405,8 +409,8 @@ class Dispatcher:
         dies holds its items for at most one (short) lease, a live one keeps them however long
         an attempt takes (up to ``attempt_timeout``)."""
         lease = self.config.lease
-        while not self._stopping.is_set():
-            await self._wait(lease / 3)
+        while True:  # until stop() cancels it, after the last attempt ended
+            await asyncio.sleep(lease / 3)
             if self._leased:
                 try:
                     await self.store.renew(list(self._leased.values()), lease)
@@ -424,6 +428,8 @@ class Dispatcher:
                       "expires", item=item.id, source=item.source, error=str(exc))
         finally:
             self._leased.pop(item.id, None)
+            if route.breaker.state == "half-open":  # the probe ended without telling the
+                route.breaker.unclaimed()  # breaker (a 429, a per-item error): probe again
         async with self.changed:
             self.changed.notify_all()
 

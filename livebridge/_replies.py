@@ -72,7 +72,7 @@ def _is_agent_reply(event: dict[str, Any]) -> bool:
 
 def _attachments_of(event: dict[str, Any]) -> list[Attachment]:
     """Chatwoot's ``attachments`` (``Attachment#push_event_data``) as links to fetch; entries
-    without a ``data_url`` (locations, contact cards) are skipped."""
+    without a usable ``data_url`` (locations, contact cards, a malformed URL) are skipped."""
     found = event.get("attachments")
     attachments = []
     for item in found if isinstance(found, list) else []:
@@ -80,7 +80,10 @@ def _attachments_of(event: dict[str, Any]) -> list[Attachment]:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             continue
         size, thumb = item.get("file_size"), item.get("thumb_url")
-        name = name_of(url)
+        try:
+            name = name_of(url)
+        except ValueError:  # urlsplit refuses it ("http://[oops/x.png")
+            continue
         attachments.append(Attachment(
             name=name, content_type=guess_type(name), url=url,
             size=size if isinstance(size, int) and not isinstance(size, bool) else None,

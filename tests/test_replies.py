@@ -193,3 +193,15 @@ async def test_a_hung_reply_attempt_is_cut_off_at_its_timeout(make_bridge: Any, 
     assert len(echo.hung) == 1 and time.monotonic() - started >= 1.9
     await bridge.wait_idle()
     assert [r.text for r in echo.sent] == ["Hello from Ann"]
+
+
+async def test_a_malformed_attachment_url_is_skipped_not_a_500(make_bridge: Any, echo: Any,
+                                                               echo_post: Post) -> None:
+    """Livedesk sends a webhook once: one bad ``data_url`` must not lose the reply."""
+    bridge = await make_bridge({"sources": [{"type": "echo"}]}, plugins=[echo])
+    conversation = await conversation_for(bridge, echo_post)
+    resp = await bridge.post_webhook(event(conversation, attachments=[
+        {"id": 1, "file_type": "image", "data_url": "http://[oops/x.png", "file_size": 3}]))
+    assert resp.status == 200 and (await resp.json())["queued"] is True
+    await bridge.wait_for(lambda: len(echo.sent) == 1)
+    assert (echo.sent[0].text, echo.sent[0].attachments) == ("Hello from Ann", [])

@@ -88,6 +88,25 @@ async def test_a_burst_of_429s_slows_delivery_down_but_never_stalls_it(
     assert len(bridge.emulator.state.contacts) == 200
 
 
+async def test_a_probe_answered_429_does_not_leave_the_route_half_open(
+        make_bridge: Any, echo: Any, echo_post: Post) -> None:
+    """Livedesk comes back from an outage throttling: the probe gets a 429, which neither
+    closes nor reopens the breaker; the route probes again and delivers everything."""
+    bridge = await make_bridge({"sources": [{"type": "echo"}],
+                                "delivery": {**REAL_BACKOFF, **FAST_PROBES}}, plugins=[echo])
+    await outage(bridge, 3600)
+    for i in range(4):
+        await bridge.client.post("/echo", json=echo_post(i, user=f"u{i}", thread=f"t{i}"))
+    route = bridge.daemon.routes["livedesk"]
+    await bridge.wait_for(lambda: route.breaker.state != "closed")
+    await outage(bridge, 0)
+    bridge.emulator.faults = Faults(rate_limit_rate=1.0, retry_after=0.1)  # back, but 429 first
+    await bridge.wait_for(lambda: 429 in statuses(bridge))
+    bridge.emulator.faults = Faults()
+    await bridge.wait_for(lambda: len(bridge.emulator.state.messages) == 4)
+    assert route.breaker.state == "closed"
+
+
 async def test_a_throttled_conversation_create_is_tried_again_without_waiting_to_settle(
         make_bridge: Any, echo: Any, echo_post: Post) -> None:
     """A 429 on ``POST /conversations`` means nothing was created: the next attempt creates
