@@ -41,6 +41,7 @@ MAX_HTML_TEXT = 1 << 20
 MAX_MIME_PARTS = 1000
 _BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))',
                        re.IGNORECASE)
+_BOUNDARY_2231 = re.compile(rb"boundary\s*\*", re.IGNORECASE)
 _DELIMITER = re.compile(rb"^--(\S{1,202})", re.MULTILINE)
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]{1,64})((?:\*[^?\s]{0,64})?\?[bBqQ]\?)")
 _RFC2231_CHARSET = re.compile(r"""(\*(?:\d{1,3}\*)?=\s*"?)([^'"\s;]{1,64})'""")
@@ -195,10 +196,13 @@ def _mime_parts(raw: bytes) -> int:
     """How many delimiter lines of the boundaries ``raw`` declares it has (counted up to
     one past ``MAX_MIME_PARTS``): a bound on its MIME parts, found in one pass."""
     boundaries = {m.group(1) or m.group(2) for m in _BOUNDARY.finditer(raw)}
+    # An RFC 2231 boundary (boundary*=, boundary*0=...), which the parser reads too, is not
+    # read here: then every delimiter-like line counts (still a bound, one pass).
+    every_line = _BOUNDARY_2231.search(raw) is not None
     count = 0
     for line in _DELIMITER.finditer(raw):
         token = line.group(1)
-        if token in boundaries or token.removesuffix(b"--") in boundaries:
+        if every_line or token in boundaries or token.removesuffix(b"--") in boundaries:
             count += 1
             if count > MAX_MIME_PARTS:
                 break

@@ -154,7 +154,7 @@ class Provider(ABC):
         """The body as a JSON object, refused (400) otherwise."""
         try:
             data = json.loads(await self.body(request))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise Refused(400, "malformed JSON") from None
         if not isinstance(data, dict):
             raise Refused(400, "expected a JSON object")
@@ -468,7 +468,7 @@ def _urlencoded(body: bytes) -> dict[str, _Field]:
 def _loads(text: str, kind: type[Any]) -> Any:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, kind) else None
 

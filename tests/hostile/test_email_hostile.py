@@ -243,13 +243,17 @@ async def test_many_references_are_looked_up_newest_first_and_few(
         type(threads).owner = owner  # type: ignore[method-assign]
 
 
+@pytest.mark.parametrize("boundary", [b"boundary=xx", b"boundary*=utf-8''xx",
+                                      b'boundary*0="x"; boundary*1="x"'])
 async def test_many_empty_mime_parts_are_refused(make_bridge: StartBridge, sns_keys: SNSKeys,  # noqa: F811
-                                                 health: Health) -> None:
+                                                 health: Health, boundary: bytes) -> None:
+    """However the boundary is written (RFC 2231's forms included, which the parser reads
+    too), more parts than the cap are refused before parsing."""
     inbox = await start_inbox(make_bridge, sns_keys, "mime")
 
     async def post(size: int) -> Response:
         raw = (b"From: a@example.com\r\nMessage-ID: <p@example.com>\r\nContent-Type: "
-               b"multipart/mixed; boundary=xx\r\n\r\n" + b"--xx\r\n\r\n\r\n" * size
+               b"multipart/mixed; " + boundary + b"\r\n\r\n" + b"--xx\r\n\r\n\r\n" * size
                + b"--xx--\r\n")
         return await answer(inbox.bridge.client.post(inbox.path, data=raw, headers=basic_auth()))
 
@@ -291,6 +295,8 @@ async def test_ses_malformed_requests_are_4xx(make_bridge: StartBridge,
               "Signature": "é" * 40}
     status, body = await answer(client.post(inbox.path, data=json.dumps(forged)))
     assert (status, body["error"]) == (403, "bad SNS signature")
+    status, body = await answer(client.post(inbox.path, data=b"[" * 100_000))  # unsigned
+    assert (status, body["error"]) == (400, "malformed JSON")
 
 
 async def test_ses_certificate_fetches_and_metric_series_are_bounded(
