@@ -19,8 +19,11 @@ _RESPONSE_CHARS = 500
 
 
 def _values(reply: OutboundReply) -> dict[str, Any]:
-    """What the placeholders stand for: the reply's own fields and its thread's context."""
-    return {**reply.reply_context, "text": reply.text, "thread": reply.thread_key,
+    """What the placeholders stand for: the reply's own fields and its thread's context.
+    ``text`` lists the agent's files (name, type, size, link): a JSON webhook takes no file,
+    and a file is never dropped silently."""
+    text = "\n\n".join(p for p in (reply.text, *(a.line() for a in reply.attachments)) if p)
+    return {**reply.reply_context, "text": text, "thread": reply.thread_key,
             "agent_name": reply.agent_name, "conversation_id": reply.conversation_id}
 
 
@@ -69,7 +72,8 @@ async def send(http: aiohttp.ClientSession, settings: ReplySettings,
                                 timeout=aiohttp.ClientTimeout(total=settings.timeout)) as resp:
             if 200 <= resp.status < 300:
                 return
-            answer = (await resp.text(errors="replace"))[:_RESPONSE_CHARS]
+            answer = (await resp.content.read(4 * _RESPONSE_CHARS)).decode(
+                errors="replace")[:_RESPONSE_CHARS]  # not the whole of a huge error body
             message = f"webhook reply: HTTP {resp.status}"
             if resp.status in (408, 429) or resp.status >= 500:
                 raise Retryable(message, response=answer,
