@@ -133,14 +133,15 @@ class LivedeskSink:
     async def deliver(self, message: InboundMessage) -> Delivery:
         """Deliver ``message``; raises ``LivedeskError`` (see ``.retryable``) on failure.
 
-        Its source (in ``sources``) first fetches the files it fetches late, so that their
-        bytes are uploaded without ever being stored in the outbox."""
-        source = self.sources.get(message.source)
-        if source is not None:
-            message = message.model_copy(
-                update={"attachments": await source.fetch_attachments(message)})
+        Once the contact and conversation are known, its source (in ``sources``) fetches the
+        files it fetches late, so that their bytes are uploaded without ever being stored in
+        the outbox (and not downloaded again while Livedesk is down)."""
         contact_id, conversation_id = await self._conversation(
             message, await self._contact(message))
+        source = self.sources.get(message.source)
+        if source is not None:  # after the calls that fail while Livedesk is down
+            message = message.model_copy(
+                update={"attachments": await source.fetch_attachments(message)})
         in_reply_to = None
         if message.reply_to:
             in_reply_to = await self.mapped("message", message.source, message.reply_to)

@@ -222,28 +222,41 @@ class LineSource(Source[LineSettings]):
         return readable_line(message), []
 
     async def _file(self, message: Mapping[str, Any]) -> Attachment:
-        """The file of an image, video, audio or file message: its bytes within
-        ``max_file_bytes``, else (too large, or the fetch failed) its name, type and size."""
+        """The file of an image, video, audio or file message, to fetch just before delivery
+        (``fetch_attachments``): LINE gets its 200 once the message is stored, not after a
+        download."""
         kind, message_id = str(message["type"]), str(message["id"])
         name = message.get("fileName") or f"{kind}-{message_id}"
         provider = message.get("contentProvider") or {}
         if provider.get("type") == "external":  # sent by a LINE app, kept on its servers
             return Attachment(name=name, content_type=FILE_TYPES[kind],
                               url=provider.get("originalContentUrl") or None)
+        return Attachment(name=name, content_type=FILE_TYPES[kind],
+                          size=message.get("fileSize"), fetch_ref=message_id)
+
+    async def fetch_attachments(self, message: InboundMessage) -> list[Attachment]:
+        """The message's LINE files with their bytes, within ``max_file_bytes`` each; a file
+        over the cap, or that cannot be fetched, stays its name, type and size."""
+        return [await self._fetch(a) if a.fetch_ref is not None and a.data is None else a
+                for a in message.attachments]
+
+    async def _fetch(self, attachment: Attachment) -> Attachment:
+        message_id = str(attachment.fetch_ref)
         try:
             content = await self.api.content(message_id, self.settings.max_file_bytes)
         except LineApiError as exc:
             self.log.warning("line content not fetched", message_id=message_id, error=str(exc))
-            return Attachment(name=name, content_type=FILE_TYPES[kind],
-                              size=message.get("fileSize"))
-        if "fileName" not in message:
+            return attachment
+        name = attachment.name
+        if "." not in name:  # a name made up from the message type: give it an extension
             mime = content.content_type
             name += _EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ""
         if content.data is None:
             self.log.warning("line content over max_file_bytes", message_id=message_id,
                              size=content.size)
-        return Attachment(name=name, content_type=content.content_type,
-                          size=content.size or message.get("fileSize"), data=content.data)
+        return attachment.model_copy(update={
+            "name": name, "content_type": content.content_type,
+            "size": content.size or attachment.size, "data": content.data})
 
     async def _sender(self, user: str, source: Mapping[str, Any]) -> Sender:
         """The LINE user, with the display name and picture of their profile (cached)."""

@@ -61,6 +61,25 @@ async def test_an_image_is_uploaded_with_its_bytes_into_the_same_conversation(
     assert ("GET", "/v2/bot/message/354718705033693861/content") in line.calls
 
 
+async def test_line_gets_its_200_before_the_content_is_fetched(start: Start,
+                                                               line: FakeLine) -> None:
+    """The file is fetched just before delivery, not inside LINE's request: with Livedesk
+    down the event is stored and answered, and nothing is downloaded until it can go."""
+    line.add_profile(USER, "LINE taro")
+    line.add_content("7101", PNG, "image/png")
+    bridge = await start()
+    await bridge.client.post("/emulator/_emulator/faults", json={"outage_seconds": 3600})
+    status, _ = await post(bridge, body_of(image("7101", "01FZ74A0TX")))
+    assert status == 200
+    await bridge.wait_for(lambda: any(c.status == 503 for c in bridge.emulator.state.calls))
+    content = ("GET", "/v2/bot/message/7101/content")
+    assert content not in line.calls
+    await bridge.client.post("/emulator/_emulator/faults", json={"outage_seconds": 0})
+    await delivered(bridge, 1)
+    assert bridge.emulator.state.attachments == [PNG]
+    assert line.calls.count(content) == 1
+
+
 async def test_a_group_is_one_conversation_with_each_sender_named(
         start: Start, line: FakeLine) -> None:
     line.add_profile(USER, "LINE taro", chat=GROUP)
