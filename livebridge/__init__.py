@@ -42,6 +42,7 @@ from livebridge.source import (
     PluginState,
     Source,
     SourceSettings,
+    required_secret,
 )
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "read_body",
     "read_multipart",
     "render",
+    "required_secret",
     "split_multipart",
     "text_codec",
     "timestamp_problem",

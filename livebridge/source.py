@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, get_args, o
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+)
 from typing_extensions import TypeVar
 
 from livebridge.exceptions import Busy, Refused, ReplyNotSupported
@@ -27,8 +35,16 @@ if TYPE_CHECKING:
     from livebridge.mailer import Mailer
     from livebridge.metrics import Metrics
 
-__all__ = ["AcceptResult", "Bridge", "Duration", "PluginState", "Source", "SourceSettings",
-           "parse_duration"]
+__all__ = [
+    "AcceptResult",
+    "Bridge",
+    "Duration",
+    "PluginState",
+    "Source",
+    "SourceSettings",
+    "parse_duration",
+    "required_secret",
+]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -46,6 +62,19 @@ def parse_duration(value: Any) -> Any:
 
 #: A settings field in seconds that also takes ``"250ms"``, ``"5m"``, ``"12h"``, ``"7d"``.
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+def required_secret(env: str) -> AfterValidator:
+    """A check for a ``SecretStr`` setting that must not be empty (``${VAR:-}`` unset): use
+    it as ``token: Annotated[SecretStr, required_secret("CHAT_TOKEN")]``; the error names
+    the key and ``env``, the variable it usually comes from."""
+
+    def check(value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError(f"must not be empty (e.g. {info.field_name}: ${{{env}}})")
+        return value
+
+    return AfterValidator(check)
 
 
 class SourceSettings(BaseModel):

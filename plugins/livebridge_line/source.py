@@ -15,11 +15,11 @@ import mimetypes
 import uuid
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr
 
 from livebridge import (
     AcceptResult,
@@ -39,6 +39,7 @@ from livebridge import (
     hmac_sha256_hex,
     markdown_to_text,
     read_body,
+    required_secret,
 )
 from livebridge_line.api import LineApi, LineApiError, Profile
 from livebridge_line.events import (
@@ -78,8 +79,11 @@ class LineSettings(SourceSettings):
     """``type: line``: one LINE Official Account (a Messaging API channel)."""
 
     path: str = "/line/webhook"
-    channel_secret: SecretStr = Field(description="verifies X-Line-Signature")
-    channel_access_token: SecretStr = Field(description="push, profile and content API calls")
+    channel_secret: Annotated[SecretStr, required_secret("LINE_CHANNEL_SECRET")] = Field(
+        description="verifies X-Line-Signature")
+    channel_access_token: Annotated[
+        SecretStr, required_secret("LINE_CHANNEL_ACCESS_TOKEN")] = Field(
+        description="push, profile and content API calls")
     api_url: str = "https://api.line.me"
     data_api_url: str = Field(default="https://api-data.line.me",
                               description="the content API's host")
@@ -89,14 +93,6 @@ class LineSettings(SourceSettings):
     profile_cache_ttl: Duration = 86400.0
     profile_timeout: Duration = 2.0
     api_timeout: Duration = 15.0
-
-    @field_validator("channel_secret", "channel_access_token")
-    @classmethod
-    def _not_empty(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        if not value.get_secret_value():
-            name = str(info.field_name)
-            raise ValueError(f"must not be empty (e.g. {name}: ${{LINE_{name.upper()}}})")
-        return value
 
 
 def _events_counter(registry: CollectorRegistry) -> Counter:

@@ -49,6 +49,7 @@ from livebridge import (
     fetch_file,
     hmac_sha256_hex,
     read_body,
+    required_secret,
     timestamp_problem,
 )
 from livebridge_slack.api import TRANSPORT_ERRORS, error_of, is_transient, retry_after
@@ -93,7 +94,8 @@ class SlackSettings(SourceSettings):
         default="events", description="events: Slack POSTs to `path`; socket: Socket Mode")
     signing_secret: SecretStr | None = Field(default=None, validate_default=True,
                                              description="required in events mode")
-    bot_token: SecretStr = Field(description="xoxb-...: auth.test, users.info, chat.postMessage")
+    bot_token: Annotated[SecretStr, required_secret("SLACK_BOT_TOKEN")] = Field(
+        description="xoxb-...: auth.test, users.info, chat.postMessage")
     app_token: SecretStr | None = Field(default=None, validate_default=True,
                                         description="xapp-...: required in socket mode")
     api_url: str = "https://slack.com/api/"
@@ -118,13 +120,6 @@ class SlackSettings(SourceSettings):
         if info.data.get("mode") == mode:
             raise ValueError(f"required in {mode} mode (e.g. {info.field_name}: ${{{env}}})")
         return None
-
-    @field_validator("bot_token")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty (e.g. bot_token: ${SLACK_BOT_TOKEN})")
-        return value
 
     @field_validator("api_url")
     @classmethod

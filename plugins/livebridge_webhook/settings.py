@@ -31,7 +31,7 @@ from pydantic import (
     field_validator,
 )
 
-from livebridge import Duration, SourceSettings
+from livebridge import Duration, SourceSettings, required_secret
 
 __all__ = [
     "REPLY_FIELDS",
@@ -132,21 +132,14 @@ class TokenVerify(_Section):
     """A shared token in a header, compared in constant time."""
 
     header: str = Field(min_length=1)
-    token: SecretStr
-
-    @field_validator("token")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty (e.g. token: ${CHAT_WEBHOOK_TOKEN})")
-        return value
+    token: Annotated[SecretStr, required_secret("CHAT_WEBHOOK_TOKEN")]
 
 
 class HmacVerify(_Section):
     """An HMAC of the signed payload (by default the raw body) in a header."""
 
     header: str = Field(min_length=1)
-    secret: SecretStr
+    secret: Annotated[SecretStr, required_secret("CHAT_SIGNING_SECRET")]
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
     encoding: Literal["hex", "base64"] = "hex"
     prefix: str = Field(default="", description="before the signature, e.g. 'sha256='")
@@ -154,13 +147,6 @@ class HmacVerify(_Section):
     signed_payload: str = Field(default="{body}", validate_default=True,
                                 description="what is signed, e.g. '{timestamp}.{body}'")
     window: Duration = 300.0
-
-    @field_validator("secret")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty (e.g. secret: ${CHAT_SIGNING_SECRET})")
-        return value
 
     @field_validator("signed_payload")
     @classmethod
